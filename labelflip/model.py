@@ -1,0 +1,353 @@
+"""MultiLabelModel: wrap any ``nn.Module`` as a multi-label classifier returning logits ``(N, K)``.
+
+The wrapper owns everything the attacks need to know about a model and nothing else:
+
+* **input bounds** (``[0, 1]`` for images); budgets are in the same (pixel) units;
+* optional **mean/std normalisation inside the wrapper**, so that ``x`` and every budget stay in pixel
+  units while the wrapped network sees normalised inputs;
+* the **decision threshold**: ``sigmoid(logit) > threshold`` (strict), scalar or per label (SPEC.md,
+  Conventions);
+* an **output adapter** for networks that return dicts, tuples or objects instead of a logits tensor;
+* an **eval-mode context** that puts every submodule in ``eval()`` and restores each submodule's previous
+  ``training`` flag afterwards, even on error;
+* **validation** of user inputs (shape, dtype, range, NaN, label count) with errors naming the parameter and
+  the fix, and one-off **sanity checks** that warn with a remedy (or refuse, for probability outputs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from labelflip._validation import LabelflipError, LabelflipWarning, check_choice, check_float, fail
+
+__all__ = ["MultiLabelModel", "as_model"]
+
+OutputKind = Literal["auto", "logits", "probabilities"]
+_OWNER = "MultiLabelModel"
+
+
+def _adapt_output(out: Any, adapter: str | int | Callable[[Any], Tensor] | None) -> Tensor:
+    """Turn whatever the network returned into a tensor, using the user's adapter if given."""
+    if adapter is not None:
+        if callable(adapter):
+            return adapter(out)
+        try:
+            return out[adapter]
+        except (KeyError, IndexError, TypeError) as exc:
+            raise fail(
+                _OWNER,
+                "output",
+                f"a key/index present in the network's output (it returned {type(out).__name__})",
+                adapter,
+                "pass the key or index that holds the logits, or a callable output -> logits.",
+            ) from exc
+    if isinstance(out, Tensor):
+        return out
+    if isinstance(out, dict) and "logits" in out:
+        return out["logits"]
+    if hasattr(out, "logits") and isinstance(out.logits, Tensor):
+        return out.logits
+    keys = f" with keys {sorted(map(str, out.keys()))}" if isinstance(out, dict) else ""
+    raise fail(
+        _OWNER,
+        "output",
+        "set when the network does not return a logits tensor",
+        f"{type(out).__name__}{keys}",
+        "pass output='<key>' for dicts, output=<index> for tuples, or output=callable(out) -> logits.",
+    )
+
+
+class MultiLabelModel(nn.Module):
+    """A multi-label classifier ``x -> logits (N, K)`` with bounds, normalisation and thresholds.
+
+    Args:
+        module: the network. Its output (after ``output``) must be logits ``(N, K)``, or probabilities
+            when ``output_kind="probabilities"``.
+        num_labels: K. Inferred from the first forward pass when ``None``.
+        bounds: ``(low, high)`` of valid inputs in pixel units; perturbed inputs are clamped to them.
+        mean, std: optional per-channel normalisation applied inside the wrapper: the network sees
+            ``(x - mean) / std`` while ``x`` and all budgets stay in pixel units.
+        threshold: decision threshold in ``(0, 1)``; a float or a sequence/tensor of K per-label values.
+            Prediction is ``sigmoid(logit) > threshold`` (strict).
+        output: how to extract logits from a non-tensor output: a dict key, a tuple index or a callable.
+            By default a tensor is used as is, a dict's ``"logits"`` entry, or an object's ``.logits``.
+        output_kind: ``"logits"`` (trusted), ``"probabilities"`` (the network applies a sigmoid; outputs
+            are converted with ``logit(clamp(p, 1e-6, 1-1e-6))``), or ``"auto"``: logits, but
+            :meth:`check` refuses a network whose outputs all lie in ``[0, 1]`` on random inputs.
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        *,
+        num_labels: int | None = None,
+        bounds: tuple[float, float] = (0.0, 1.0),
+        mean: Sequence[float] | Tensor | None = None,
+        std: Sequence[float] | Tensor | None = None,
+        threshold: float | Sequence[float] | Tensor = 0.5,
+        output: str | int | Callable[[Any], Tensor] | None = None,
+        output_kind: OutputKind = "auto",
+    ) -> None:
+        super().__init__()
+        if not isinstance(module, nn.Module):
+            raise fail(_OWNER, "module", "a torch.nn.Module", module, "wrap your network object itself.")
+        self.module = module
+        if num_labels is not None and (isinstance(num_labels, bool) or not isinstance(num_labels, int)):
+            raise fail(_OWNER, "num_labels", "an int >= 1 or None", num_labels)
+        if num_labels is not None and num_labels < 1:
+            raise fail(_OWNER, "num_labels", "an int >= 1 or None", num_labels)
+        self.num_labels: int | None = num_labels
+        if not (isinstance(bounds, (tuple, list)) and len(bounds) == 2):
+            raise fail(_OWNER, "bounds", "a pair (low, high)", bounds, "e.g. bounds=(0.0, 1.0).")
+        low = check_float(_OWNER, "bounds[0]", bounds[0])
+        high = check_float(_OWNER, "bounds[1]", bounds[1])
+        if not low < high:
+            raise fail(_OWNER, "bounds", "a pair with low < high", bounds)
+        self.bounds = (low, high)
+        self.output = output
+        self.output_kind: OutputKind = check_choice(  # type: ignore[assignment]
+            _OWNER, "output_kind", output_kind, ("auto", "logits", "probabilities")
+        )
+        if (mean is None) != (std is None):
+            raise fail(_OWNER, "mean/std", "given together or not at all", (mean, std))
+        self._normalise = mean is not None
+        if mean is not None and std is not None:
+            m = torch.as_tensor(mean, dtype=torch.float32).flatten()
+            s = torch.as_tensor(std, dtype=torch.float32).flatten()
+            if m.shape != s.shape or m.numel() == 0:
+                raise fail(_OWNER, "mean/std", "1-D sequences of equal length (one per channel)", (mean, std))
+            if not bool(torch.isfinite(m).all()) or not bool((s > 0).all()):
+                raise fail(_OWNER, "std", "finite and > 0 in every channel", std)
+            self.register_buffer("mean", m, persistent=False)
+            self.register_buffer("std", s, persistent=False)
+        self.set_threshold(threshold)
+        self._checked = False
+
+    # ------------------------------------------------------------------ configuration
+    def set_threshold(self, threshold: float | Sequence[float] | Tensor) -> None:
+        """Set the decision threshold: a float, or K per-label values, each in ``(0, 1)``."""
+        th = torch.as_tensor(threshold, dtype=torch.float32)
+        if th.ndim > 1 or not bool(torch.isfinite(th).all()) or not bool(((th > 0) & (th < 1)).all()):
+            raise fail(
+                _OWNER,
+                "threshold",
+                "a float or a 1-D sequence of per-label floats, each strictly between 0 and 1",
+                threshold,
+                "thresholds apply to sigmoid probabilities, e.g. threshold=0.5.",
+            )
+        if th.ndim == 1 and self.num_labels is not None and th.numel() != self.num_labels:
+            raise fail(
+                _OWNER,
+                "threshold",
+                f"a float or {self.num_labels} per-label values (one per label)",
+                threshold,
+                "pass one threshold per label or a single float.",
+            )
+        self.register_buffer("threshold", th, persistent=False)
+
+    @property
+    def device(self) -> torch.device:
+        for p in self.module.parameters():
+            return p.device
+        for b in self.module.buffers():
+            return b.device
+        return torch.device("cpu")
+
+    # ------------------------------------------------------------------ forward / predict
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits ``(N, K)`` for inputs ``x`` ``(N, ...)`` in pixel units (no validation: hot path)."""
+        if self._normalise:
+            shape = (1, -1) + (1,) * (x.ndim - 2)
+            x = (x - self.mean.view(shape)) / self.std.view(shape)
+        out = _adapt_output(self.module(x), self.output)
+        if self.output_kind == "probabilities":
+            out = torch.logit(out.clamp(1e-6, 1 - 1e-6))
+        return out
+
+    def probabilities(self, x: Tensor) -> Tensor:
+        """Sigmoid confidences ``(N, K)`` in ``[0, 1]``."""
+        return torch.sigmoid(self(x))
+
+    def predict_from_probabilities(self, probs: Tensor) -> Tensor:
+        """Boolean predictions ``probs > threshold`` (strict), shape ``(N, K)``."""
+        return probs > self.threshold.to(probs.device)
+
+    @torch.no_grad()
+    def predict(self, x: Tensor) -> Tensor:
+        """Boolean predictions ``(N, K)`` in eval mode."""
+        with self.eval_mode():
+            return self.predict_from_probabilities(self.probabilities(x))
+
+    # ------------------------------------------------------------------ modes
+    @contextlib.contextmanager
+    def eval_mode(self) -> Iterator[MultiLabelModel]:
+        """Put every submodule in eval mode; restore each one's previous ``training`` flag on exit."""
+        previous = [(m, m.training) for m in self.modules()]
+        self.eval()
+        try:
+            yield self
+        finally:
+            for m, flag in previous:
+                m.training = flag
+
+    # ------------------------------------------------------------------ validation
+    def validate_inputs(self, x: Any, *, owner: str = _OWNER, param: str = "x") -> Tensor:
+        """Check a batch of inputs: a float tensor ``(N, ...)`` with N >= 1, finite, within ``bounds``."""
+        if not isinstance(x, Tensor):
+            raise fail(owner, param, "a torch.Tensor of shape (N, C, H, W) or (N, D)", x)
+        if x.ndim < 2 or x.shape[0] == 0:
+            raise fail(
+                owner,
+                param,
+                "a batch of shape (N, C, H, W) or (N, D) with N >= 1",
+                x,
+                "add a batch dimension with x.unsqueeze(0) for a single input.",
+            )
+        if not x.is_floating_point():
+            raise fail(
+                owner,
+                param,
+                "a floating-point tensor",
+                x,
+                f"convert with x.float() (and scale to {self.bounds}).",
+            )
+        if not bool(torch.isfinite(x).all()):
+            raise fail(owner, param, "finite (no NaN or Inf)", x, "clean or drop the offending inputs.")
+        low, high = self.bounds
+        lo, hi = float(x.min()), float(x.max())
+        tol = 1e-6 * max(1.0, high - low)
+        if lo < low - tol or hi > high + tol:
+            raise fail(
+                owner,
+                param,
+                f"within the model's bounds {self.bounds}",
+                f"values in [{lo:.4g}, {hi:.4g}]",
+                "scale inputs to the bounds (e.g. divide uint8 images by 255) and move mean/std "
+                "normalisation into the wrapper (mean=..., std=...), or set bounds=(low, high).",
+            )
+        if self._normalise and (x.ndim < 3 or x.shape[1] != self.mean.numel()):
+            raise fail(
+                owner,
+                param,
+                f"channel-first with {self.mean.numel()} channels to match mean/std",
+                x,
+                "pass images as (N, C, H, W).",
+            )
+        return x
+
+    def validate_labels(self, y: Any, n: int, *, owner: str, param: str, binary: bool = True) -> Tensor:
+        """Check a label-shaped tensor ``(n, K)`` (``binary``: values in {0, 1}, else in [0, 1])."""
+        k = self.num_labels
+        if not isinstance(y, Tensor):
+            raise fail(owner, param, f"a torch.Tensor of shape ({n}, {k})", y)
+        if y.ndim != 2 or y.shape[0] != n or (k is not None and y.shape[1] != k):
+            raise fail(
+                owner,
+                param,
+                f"of shape ({n}, {k}) (one row per input, one column per label)",
+                y,
+                "labels are a multi-hot matrix; check the label count matches the model's outputs.",
+            )
+        y = y.float()
+        if binary and not bool(((y == 0) | (y == 1)).all()):
+            raise fail(owner, param, "multi-hot (values 0 or 1 only)", y, "threshold or round your targets.")
+        if not binary and not bool(((y >= 0) & (y <= 1)).all()):
+            raise fail(owner, param, "within [0, 1]", y)
+        return y
+
+    def check(self, x: Tensor, *, owner: str = _OWNER) -> None:
+        """One-off sanity checks on a few inputs; run automatically by attacks on their first call.
+
+        * output must be 2-D ``(N, K)`` with K matching ``num_labels`` and the threshold;
+        * ``output_kind="auto"``: outputs all in ``[0, 1]`` on random inputs look like probabilities and
+          are refused (SPEC.md, Conventions) with the fix;
+        * two identical eval-mode forward passes that differ -> warning (dropout or noise left on);
+        * an all-zero input gradient -> warning (detached input, argmax, quantisation).
+        """
+        x = self.validate_inputs(x, owner=owner)
+        sample = x[: min(4, x.shape[0])].detach()
+        with self.eval_mode(), torch.enable_grad():
+            xs = sample.clone().requires_grad_(True)
+            out = self(xs)
+            if not isinstance(out, Tensor) or out.ndim != 2 or out.shape[0] != xs.shape[0]:
+                raise fail(
+                    _OWNER,
+                    "module",
+                    "a network returning logits of shape (N, K)",
+                    out,
+                    "wrap it so it returns (N, K) logits, or pass output=... to select them.",
+                )
+            k = out.shape[1]
+            if self.num_labels is None:
+                self.num_labels = k
+            elif self.num_labels != k:
+                raise fail(
+                    _OWNER,
+                    "num_labels",
+                    f"equal to the network's output width {k}",
+                    self.num_labels,
+                    "fix num_labels or the network's head.",
+                )
+            if self.threshold.ndim == 1 and self.threshold.numel() != k:
+                raise fail(_OWNER, "threshold", f"a float or {k} per-label values", self.threshold)
+            if not bool(torch.isfinite(out).all()):
+                raise LabelflipError(
+                    f"{owner}: the model returned NaN/Inf logits on valid inputs. Fix the model (or its "
+                    "normalisation: mean/std) before attacking it."
+                )
+            grad = torch.autograd.grad(out.sum(), xs, allow_unused=True)[0]
+            with torch.no_grad():
+                out2 = self(sample)
+                gen = torch.Generator(device="cpu").manual_seed(0)
+                low, high = self.bounds
+                rnd = torch.rand(sample.shape, generator=gen).to(sample) * (high - low) + low
+                rnd_out = self(rnd)
+        if self.output_kind == "auto":
+            both = torch.cat([out.detach(), rnd_out])
+            if bool(((both >= 0) & (both <= 1)).all()):
+                raise LabelflipError(
+                    f"{owner}: the model's outputs all lie in [0, 1] on random inputs: they look like "
+                    "probabilities (a sigmoid inside the model), but labelflip attacks logits. Fix: remove the "
+                    "final sigmoid, or pass output_kind='probabilities' to MultiLabelModel (converted to "
+                    "logits), or output_kind='logits' if these really are logits."
+                )
+        if not torch.equal(out.detach(), out2):
+            warnings.warn(
+                f"{owner}: two identical forward passes in eval mode gave different outputs: the model is "
+                "stochastic (dropout or noise that ignores eval(), e.g. F.dropout(training=True)). Flips will "
+                "include random ones. Remedy: make the forward pass deterministic in eval mode.",
+                LabelflipWarning,
+                stacklevel=3,
+            )
+        if grad is None or not bool((grad != 0).any()):
+            warnings.warn(
+                f"{owner}: the gradient of the logits with respect to the input is zero everywhere: gradient "
+                "attacks cannot move the input (detached input, argmax/rounding, or saturated activations). "
+                "Remedy: make the forward pass differentiable in the input.",
+                LabelflipWarning,
+                stacklevel=3,
+            )
+        self._checked = True
+
+    def ensure_checked(self, x: Tensor, *, owner: str) -> None:
+        """Run :meth:`check` once per wrapper (cheap afterwards)."""
+        if not self._checked:
+            self.check(x, owner=owner)
+
+
+def as_model(model: nn.Module | MultiLabelModel, **kwargs: Any) -> MultiLabelModel:
+    """Return ``model`` if it is already a :class:`MultiLabelModel`, else wrap it with ``kwargs``."""
+    if isinstance(model, MultiLabelModel):
+        if kwargs:
+            raise LabelflipError(
+                f"as_model: options {sorted(kwargs)} were given for an already wrapped MultiLabelModel. Fix: "
+                "set them when creating the MultiLabelModel."
+            )
+        return model
+    return MultiLabelModel(model, **kwargs)
