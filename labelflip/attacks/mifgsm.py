@@ -18,7 +18,9 @@ L2 (seed App. B): step ``alpha_l2 = alpha_linf * sqrt(H * W)`` (0.175 at 448x448
 sample, ``n = floor(eps / alpha_l2)``.
 
 * ``l2_mode="project"`` (default): ``x <- x - alpha_l2 * g / ||g||_2`` and projection onto the L2 ball of
-  radius eps every step, so eps is a true bound.
+  radius eps, so eps is a true bound. With unit-norm steps and ``n * alpha_l2 <= eps`` the iterate cannot
+  leave the ball before the last step, so with ``clip="final"`` the projection is applied once at the end
+  (this keeps budget sharing bit-exact); ``clip="step"`` projects and clamps after every step.
 * ``l2_mode="paper"``: the authors' raw-momentum update ``x <- x - alpha_l2 * g`` with no projection. Its
   perturbation is **not** bounded by eps: it can reach ``alpha_l2 * n (n + 1) / 2``; "eps" is only
   ``n * alpha_l2``. Use it to reproduce Table VIII, not as a threat model.
@@ -26,6 +28,7 @@ sample, ``n = floor(eps / alpha_l2)``.
 A **list of budgets** runs in one call. For losses that do not depend on eps (BCE, Linear, Hinge, MSE with
 fixed weights) the trajectory of a smaller budget is a prefix of a larger one (alpha is fixed), so one run
 checkpointed at every step count gives results bit-identical to separate runs (SPEC-reference-code §10).
+With ``clip="step"`` the per-step projection radius is eps, so each budget then runs its own trajectory.
 """
 
 from __future__ import annotations
@@ -110,7 +113,6 @@ class _Trajectory:
                 x_new = self.x - self.alpha * self.g
             else:
                 x_new = self.x - self.alpha * self._normalise(self.g, "l2")
-                x_new = self.x0 + self._project_l2(x_new - self.x0, self.radius)
             if att.clip == "step":
                 x_new = self._clamp(x_new)
             self.x = x_new
@@ -335,7 +337,9 @@ class MIFGSM:
         t = (~clean_pred).to(x0.dtype) if target is None else target.to(x0.dtype)
         n_b = len(budgets)
         adv: list[Tensor | None] = [None] * n_b
-        shared = not self.loss.depends_on_eps and (weights is None or weights.ndim == 2)
+        # Sharing is exact only when no step depends on eps: the loss, the weights and (clip="step") the
+        # per-step projection would all break the prefix property at least at the float-rounding level.
+        shared = not self.loss.depends_on_eps and (weights is None or weights.ndim == 2) and self.clip == "final"
         if shared:
             # One trajectory for all budgets; checkpoint at each step count (prefix property).
             order = sorted(range(n_b), key=lambda b: steps[b])

@@ -119,6 +119,7 @@ class SyntheticConfig:
     max_radius: float = 0.22
     min_visible: float = 0.35  # fraction of an object's area that must stay visible for its label to count
     colour_jitter: float = 0.08
+    confuser_prob: float = 0.5  # chance that a distractor is a saturated non-label (shape, colour) pair
 
     def __post_init__(self) -> None:
         check_int(_OWNER, "seed", self.seed, low=0, fix="pass a non-negative integer seed.")
@@ -143,6 +144,7 @@ class SyntheticConfig:
         )  # fmt: skip
         check_float(_OWNER, "min_visible", self.min_visible, low=0.0, high=1.0, fix="e.g. min_visible=0.35.")
         check_float(_OWNER, "colour_jitter", self.colour_jitter, low=0.0, high=0.5, fix="e.g. 0.08.")
+        check_float(_OWNER, "confuser_prob", self.confuser_prob, low=0.0, high=1.0, fix="a probability.")
 
     def to_dict(self) -> dict[str, int | float]:
         """Plain JSON-able dict of every field (used for fingerprints)."""
@@ -338,6 +340,13 @@ def _paint(
     return mask
 
 
+def _unused_appearances(num_labels: int) -> torch.Tensor:
+    """(shape, colour) pairs ``(U, 2)`` that no label among the first ``num_labels`` uses (confusers)."""
+    used = {label_appearance(i)[:2] for i in range(num_labels)}
+    pairs = [(s, c) for s in range(len(SHAPES)) for c in range(len(COLOURS)) if (s, c) not in used]
+    return torch.tensor(pairs, dtype=torch.long)
+
+
 def _render_block(config: SyntheticConfig, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Render ``_BLOCK`` images with generator ``gen``: x float32 (B, 3, H, W) in [0, 1], y float32 (B, K)."""
     b, k, size = _BLOCK, config.num_labels, config.image_size
@@ -378,23 +387,26 @@ def _render_block(config: SyntheticConfig, gen: torch.Generator) -> tuple[torch.
     )
     img = base.view(b, 3, 1, 1) + (amp.view(-1, 1, 1) * ramp + 0.06 * wave).unsqueeze(1)
 
-    # ---- distractors (behind the objects): label shapes in neutral, desaturated colours, smaller
+    # ---- distractors (behind the objects): neutral-coloured shapes, and "confusers" that share a shape
+    # or a colour with the label classes but are no label (a (shape, colour) pair no label uses), so the
+    # model must learn conjunctions of shape and colour
+    unused = _unused_appearances(k)  # (U, 2) (shape, colour) pairs
     n_dis = torch.randint(0, config.max_distractors + 1, (b,), generator=gen)
+    palette = torch.tensor(COLOURS, dtype=torch.float32)
     for d in range(config.max_distractors):
-        grey = 0.2 + 0.6 * u(b, 1)
-        tint = 0.07 * (2 * u(b, 3) - 1)
-        r = config.min_radius * (0.5 + 0.6 * u(b))
+        grey = (0.2 + 0.6 * u(b, 1)) + 0.07 * (2 * u(b, 3) - 1)
+        pick = unused[torch.randint(0, unused.shape[0], (b,), generator=gen)]
+        confuser = u(b) < config.confuser_prob
+        colour = torch.where(confuser.unsqueeze(1), palette[pick[:, 1]] * (0.8 + 0.25 * u(b, 1)), grey)
+        shape = torch.where(confuser, pick[:, 0], torch.randint(0, len(SHAPES), (b,), generator=gen))
+        r = config.min_radius * (0.6 + 0.6 * u(b))
         cx = r + (1 - 2 * r) * u(b)
         cy = r + (1 - 2 * r) * u(b)
-        _paint(
-            img, gx, gy, torch.randint(0, len(SHAPES), (b,), generator=gen),
-            torch.randint(0, len(TEXTURES), (b,), generator=gen), cx, cy, r, grey + tint,
-            n_dis > d, period,
-        )  # fmt: skip
+        tex = torch.randint(0, len(TEXTURES), (b,), generator=gen)
+        _paint(img, gx, gy, shape, tex, cx, cy, r, colour.clamp(0.0, 1.0), n_dis > d, period)
 
     # ---- labelled objects, later slots occlude earlier ones; more objects -> slightly smaller
     app = torch.tensor([label_appearance(i) for i in range(k)], dtype=torch.long)  # (K, 3)
-    palette = torch.tensor(COLOURS, dtype=torch.float32)
     owner = torch.full((b, size, size), -1, dtype=torch.long)
     area = torch.zeros(b, m_slots)
     shrink = (2.0 / n_obj.clamp(min=2).float()) ** 0.3

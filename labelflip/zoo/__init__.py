@@ -1,0 +1,186 @@
+"""Built-in models: a registry of two model families trained on the synthetic default dataset.
+
+``load_builtin("asl-cnn")`` returns a trained model, training it on first use (about a minute on a laptop
+CPU) and caching the weights as safetensors under ``cache_dir`` (default: ``$LABELFLIP_CACHE`` or
+``~/.cache/labelflip``). The cache file is named by the model name and a fingerprint of the data config,
+training config, architecture, labelflip version and the source of the data/zoo modules, so any change
+retrains instead of loading stale weights.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from labelflip._validation import LabelflipError, did_you_mean, fail
+from labelflip.data.synthetic import DatasetSplits, SyntheticConfig, make_synthetic
+from labelflip.zoo.architectures import ARCHITECTURES, ASLConvNet, QueryLabelNet, build_architecture
+from labelflip.zoo.checkpoints import fingerprint, load_checkpoint, save_checkpoint
+from labelflip.zoo.training import ProgressCallback, TrainConfig, evaluate_model, train_model
+
+__all__ = [
+    "ARCHITECTURES",
+    "ASLConvNet",
+    "BuiltinModel",
+    "ModelSpec",
+    "QueryLabelNet",
+    "TrainConfig",
+    "build_architecture",
+    "default_cache_dir",
+    "default_dataset",
+    "evaluate_model",
+    "list_models",
+    "load_builtin",
+    "model_spec",
+    "train_model",
+]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered built-in model: architecture, its kwargs and how it is trained."""
+
+    name: str
+    arch: str
+    arch_kwargs: dict[str, Any]
+    train_config: TrainConfig
+    description: str
+
+
+_REGISTRY: dict[str, ModelSpec] = {
+    "asl-cnn": ModelSpec(
+        name="asl-cnn",
+        arch="asl_convnet",
+        arch_kwargs={"width": 24},
+        train_config=TrainConfig(epochs=10, clip=0.05, gamma_neg=4.0, gamma_pos=0.0),
+        description="ASL-style CNN (conv-BN-ReLU, avg+max pooling, linear head), trained with ASL.",
+    ),
+    "q2l-cnn": ModelSpec(
+        name="q2l-cnn",
+        arch="query_label_net",
+        arch_kwargs={"width": 16, "num_layers": 1, "num_heads": 4, "dim_feedforward": 128, "dropout": 0.1},
+        train_config=TrainConfig(epochs=10, clip=0.0, gamma_neg=4.0, gamma_pos=0.0),
+        description="Query2Label-style CNN + transformer decoder with label queries, simplified ASL.",
+    ),
+}
+
+
+@dataclass
+class BuiltinModel:
+    """A trained built-in model.
+
+    Attributes:
+        module: the ``nn.Module`` (eval mode) mapping images ``(N, 3, H, W)`` in ``[0, 1]`` to logits ``(N, K)``.
+        name: registry name, e.g. ``"asl-cnn"``.
+        fingerprint: 16-hex-char cache key (see :func:`labelflip.zoo.checkpoints.fingerprint`).
+        metrics: ``{"test_map", "test_micro_f1", "test_macro_f1", "train_seconds"}``.
+        data_config: the :class:`SyntheticConfig` the model was trained on.
+        label_names: the K label names.
+        path: the cache file it was loaded from / saved to.
+    """
+
+    module: nn.Module
+    name: str
+    fingerprint: str
+    metrics: dict[str, float]
+    data_config: SyntheticConfig
+    label_names: list[str] = field(default_factory=list)
+    path: Path | None = None
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Sorted names of the registered built-in models matching the shell-style ``pattern``."""
+    if not isinstance(pattern, str):
+        raise fail("list_models", "pattern", "a shell-style pattern string", pattern, "e.g. 'asl*'.")
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatchcase(n, pattern))
+
+
+def model_spec(name: str) -> ModelSpec:
+    """The :class:`ModelSpec` of a registered model; unknown names answer 'did you mean'."""
+    if not isinstance(name, str) or name not in _REGISTRY:
+        raise fail(
+            "load_builtin", "name", "one of " + ", ".join(map(repr, _REGISTRY)), name,
+            "see labelflip.zoo.list_models()." + did_you_mean(str(name), _REGISTRY),
+        )  # fmt: skip
+    return _REGISTRY[name]
+
+
+@functools.lru_cache(maxsize=1)
+def default_dataset() -> DatasetSplits:
+    """The default synthetic dataset (``make_synthetic(SyntheticConfig())``), built once per process.
+
+    Shared by every caller: treat its tensors as read-only.
+    """
+    return make_synthetic(SyntheticConfig())
+
+
+def default_cache_dir() -> Path:
+    """``$LABELFLIP_CACHE`` if set, else ``~/.cache/labelflip``."""
+    env = os.environ.get("LABELFLIP_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "labelflip"
+
+
+def load_builtin(
+    name: str,
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    retrain: bool = False,
+    data: DatasetSplits | None = None,
+    progress: ProgressCallback | None = None,
+) -> BuiltinModel:
+    """Load the built-in model ``name`` from the cache, training and caching it first if needed.
+
+    Args:
+        name: a name from :func:`list_models` (``"asl-cnn"``, ``"q2l-cnn"``).
+        cache_dir: where checkpoints live (default :func:`default_cache_dir`).
+        retrain: train even if a valid cache entry exists (and overwrite it).
+        data: the dataset to train on and evaluate with (default :func:`default_dataset`); its
+            ``config`` is part of the fingerprint.
+        progress: per-epoch training callback (only called when training happens).
+
+    Returns:
+        A :class:`BuiltinModel` whose module is in eval mode.
+    """
+    spec = model_spec(name)
+    if not isinstance(retrain, bool):
+        raise fail("load_builtin", "retrain", "a bool", retrain)
+    if data is None:
+        data = default_dataset()
+    if not isinstance(data, DatasetSplits) or not isinstance(data.config, SyntheticConfig):
+        raise fail("load_builtin", "data", "a DatasetSplits from make_synthetic, or None", data)
+    directory = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    fp = fingerprint(data.config, spec.train_config, spec.arch, spec.arch_kwargs)
+    path = directory / f"{name}-{fp}.safetensors"
+    if path.is_file() and not retrain:
+        try:
+            module, meta = load_checkpoint(path)
+            if meta.get("fingerprint") == fp:
+                logger.info("loaded %s from %s", name, path)
+                return BuiltinModel(module, name, fp, dict(meta.get("metrics", {})), data.config,
+                                    list(data.label_names), path)  # fmt: skip
+            logger.warning("cache entry %s has a different fingerprint; retraining", path)
+        except LabelflipError as exc:
+            logger.warning("cache entry %s is unusable (%s); retraining", path, exc)
+    logger.info("training built-in model %s (fingerprint %s)", name, fp)
+    start = time.perf_counter()
+    module = train_model(spec.arch, data, spec.train_config, progress, arch_kwargs=spec.arch_kwargs)
+    seconds = time.perf_counter() - start
+    scores = evaluate_model(module, data.test) if len(data.test) else {}
+    metrics = {f"test_{k}": float(v) for k, v in scores.items()}
+    metrics["train_seconds"] = float(seconds)
+    save_checkpoint(
+        path, module, arch=spec.arch, num_labels=data.train.num_labels, arch_kwargs=spec.arch_kwargs,
+        metadata={"fingerprint": fp, "name": name, "metrics": metrics, "data_config": data.config,
+                  "train_config": spec.train_config, "label_names": list(data.label_names)},
+    )  # fmt: skip
+    return BuiltinModel(module, name, fp, metrics, data.config, list(data.label_names), path)

@@ -1,0 +1,290 @@
+"""Model flip profiles ``E(eps)`` (seed paper §V-C and App. L; SPEC.md "Flip profile").
+
+A profile estimates how many labels an attack can flip on average at budget ``eps``. It is measured by
+probing: two MI-FGSM trajectories (BCE and Linear, all labels, ``t = 1 - clean prediction``) are stepped in
+lock-step and the mean flips on the clamped iterate are recorded every ``interval`` steps, i.e. at
+``eps_j = j * interval * alpha``. Iteration ``k`` of a trajectory equals a separate attack with ``eps = k *
+alpha`` (prefix property), so one run gives the whole curve.
+
+Stopping rule (authors' code): with increments ``delta_j = f_j - f_(j-1)`` of the fitted curve, stop as soon
+as ``delta_last / delta_ref < rel_tol`` (1 %), where ``delta_ref`` is the first increment. Guards the authors
+lack: a zero first increment does not divide by zero (the first *positive* increment becomes the reference),
+a negative dip stops the probe (the curve has peaked), and ``max_eps`` caps the probe. ``eps_max`` is the
+last probed eps.
+
+The curve fitted is ``max(BCE, Linear)`` (``curve="max"``, the paper) or BCE alone (``curve="bce"``, the
+authors' code, which computes the Linear curve and throws it away; labelflip then skips it). The fit is an
+ordinary least-squares polynomial of order 4 (or 3) through all points including the origin, coefficients in
+increasing degree (``numpy.polynomial.polynomial.polyfit``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from labelflip._validation import LabelflipError, LabelflipWarning, check_choice, check_float, check_int, fail
+from labelflip.attacks.mifgsm import MIFGSM
+from labelflip.attacks.result import count_flips
+from labelflip.model import MultiLabelModel, as_model
+
+__all__ = ["Profile", "fit_profile_polynomial", "probe_profile", "stopping_rule"]
+
+log = logging.getLogger(__name__)
+_OWNER = "probe_profile"
+_FORMAT = "labelflip.profile/1"
+
+
+@dataclass
+class Profile:
+    """A model's flip profile: polynomial ``E(eps)`` plus the measured points it was fitted to.
+
+    Attributes:
+        coefficients: polynomial coefficients, **increasing** degree (``E(eps) = sum c_k eps^k``).
+        eps: probe budgets ``eps_j`` (pixel units), starting at 0.
+        flips: the fitted curve's mean flips at ``eps`` (max of BCE and Linear, or BCE).
+        flips_bce, flips_linear: the two measured curves (``flips_linear`` empty for ``curve="bce"``).
+        eps_max: the last probed budget, where flips saturate; SLAM uses ``p = 1`` from there on.
+        order, interval, alpha, curve, norm, rel_tol: how the profile was measured.
+        num_labels, num_samples: K and the number of probe samples.
+        stop_reason: ``"converged"``, ``"dip"`` or ``"cap"``.
+        model_fingerprint, seed: provenance, when known.
+    """
+
+    coefficients: list[float]
+    eps: list[float]
+    flips: list[float]
+    flips_bce: list[float]
+    flips_linear: list[float]
+    eps_max: float
+    order: int
+    interval: int
+    alpha: float
+    curve: str
+    norm: str
+    rel_tol: float
+    num_labels: int
+    num_samples: int
+    stop_reason: str
+    model_fingerprint: str | None = None
+    seed: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def estimate(self, eps: float | Sequence[float] | np.ndarray) -> np.ndarray | float:
+        """``E(eps)``: estimated mean flips (unclipped polynomial value)."""
+        val = np.polynomial.polynomial.polyval(np.asarray(eps, dtype=np.float64), np.asarray(self.coefficients))
+        return float(val) if np.ndim(val) == 0 else val
+
+    def budgets(self, fractions: Sequence[float] = (0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0)) -> list[float]:
+        """Budgets at fractions of ``eps_max`` (the paper's grid: 5-100 %, SPEC-reference-code §8)."""
+        return [float(f) * self.eps_max for f in fractions]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": _FORMAT, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Profile:
+        if not isinstance(data, dict) or data.get("format") != _FORMAT:
+            raise LabelflipError(
+                f"Profile.from_dict: not a labelflip profile (expected format {_FORMAT!r}, got "
+                f"{data.get('format') if isinstance(data, dict) else type(data).__name__!r}). Fix: load a file "
+                "written by Profile.save()."
+            )
+        fields = {k: v for k, v in data.items() if k != "format"}
+        try:
+            return cls(**fields)
+        except TypeError as exc:
+            raise LabelflipError(f"Profile.from_dict: malformed profile ({exc}). Fix: re-create the profile.") from exc
+
+    def save(self, path: str | Path) -> Path:
+        """Write the profile as JSON (atomically) and return the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2))
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Profile:
+        path = Path(path)
+        if not path.is_file():
+            raise fail(
+                "Profile.load",
+                "path",
+                "an existing profile JSON file",
+                str(path),
+                "create one with `labelflip profile` or probe_profile(...).save(path).",
+            )
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise LabelflipError(f"Profile.load: {path} is not valid JSON ({exc}). Fix: re-create it.") from exc
+        return cls.from_dict(data)
+
+
+def fit_profile_polynomial(eps: Sequence[float], flips: Sequence[float], order: int = 4) -> np.ndarray:
+    """Least-squares polynomial through ``(eps_j, flips_j)``, coefficients in increasing degree.
+
+    Raises a clear error when there are fewer than ``order + 1`` points (the fit would be underdetermined).
+    """
+    order = check_int("fit_profile_polynomial", "order", order, low=1)
+    e = np.asarray(eps, dtype=np.float64)
+    f = np.asarray(flips, dtype=np.float64)
+    if e.shape != f.shape or e.ndim != 1:
+        raise fail("fit_profile_polynomial", "flips", f"a 1-D sequence matching eps ({e.shape})", f.shape)
+    if e.size < order + 1:
+        raise fail(
+            "fit_profile_polynomial",
+            "eps",
+            f"at least order + 1 = {order + 1} points",
+            e.size,
+            "probe with a smaller interval or fit a lower order.",
+        )
+    return np.polynomial.polynomial.polyfit(e, f, order)
+
+
+def stopping_rule(flips: Sequence[float], *, rel_tol: float = 0.01, min_points: int = 2) -> str | None:
+    """Decide whether a profile probe stops after its latest measurement (seed App. L, with guards).
+
+    ``flips`` is the curve measured so far, ``f_0 = flips[0]`` at eps 0. With increments ``d_j = f_j -
+    f_(j-1)`` and the reference ``d_ref`` = the first **positive** increment (the authors use ``d_1`` and
+    divide by zero when it is 0), return ``"dip"`` when the last increment is negative, ``"converged"`` when
+    ``d_last / d_ref < rel_tol``, else ``None`` (keep probing). Never stops before ``min_points`` points or
+    before a positive increment was seen.
+    """
+    if len(flips) < max(2, min_points):
+        return None
+    deltas = [b - a for a, b in itertools.pairwise(flips)]
+    ref = next((d for d in deltas if d > 0), None)
+    if ref is None:
+        return None
+    last = deltas[-1]
+    if last < 0:
+        return "dip"
+    if last / ref < rel_tol:
+        return "converged"
+    return None
+
+
+@torch.no_grad()
+def _mean_flips(model: MultiLabelModel, x_adv: Tensor, clean_pred: Tensor) -> float:
+    pred = model.predict_from_probabilities(torch.sigmoid(model(x_adv)))
+    return float(count_flips(clean_pred, pred)[0].double().mean())
+
+
+def probe_profile(
+    model: MultiLabelModel | nn.Module,
+    x: Tensor,
+    *,
+    interval: int = 10,
+    order: int = 4,
+    curve: Literal["max", "bce"] = "max",
+    rel_tol: float = 0.01,
+    max_eps: float = 0.5,
+    norm: Literal["linf", "l2"] = "linf",
+    alpha: float | None = None,
+    min_points: int | None = None,
+    model_fingerprint: str | None = None,
+    seed: int | None = None,
+    progress: Callable[[int, float], None] | None = None,
+) -> Profile:
+    """Measure a model's flip profile on inputs ``x`` ``(N, ...)`` (seed §V-C, App. L).
+
+    Args:
+        model: the classifier (wrapped with defaults if a bare module).
+        x: probe inputs in the model's bounds; 100 in the paper. Use held-out data, not the evaluation samples.
+        interval: MI-FGSM steps between two measurements (10; the authors used 50 for Q2L x NUS-WIDE).
+        order: polynomial order (4 default, 3 allowed; any >= 1 accepted).
+        curve: ``"max"`` (paper: max of BCE and Linear curves) or ``"bce"`` (authors' code).
+        rel_tol: stop when the last increment falls below ``rel_tol`` x the reference increment.
+        max_eps: cap on the probed budget.
+        norm, alpha: attack geometry (see :class:`MIFGSM`).
+        min_points: keep probing (past convergence, not past ``max_eps``) until this many points exist;
+            default ``order + 2`` so the fit is overdetermined.
+        model_fingerprint, seed: provenance recorded in the artefact.
+        progress: optional callback ``(step, current_mean_flips)`` after each measurement.
+    """
+    m = as_model(model)
+    interval = check_int(_OWNER, "interval", interval, low=1)
+    order = check_int(_OWNER, "order", order, low=1)
+    curve = check_choice(_OWNER, "curve", curve, ("max", "bce"))
+    rel_tol = check_float(_OWNER, "rel_tol", rel_tol, low=0.0)
+    max_eps = check_float(_OWNER, "max_eps", max_eps, low=0.0, low_inclusive=False)
+    min_pts = order + 2 if min_points is None else check_int(_OWNER, "min_points", min_points, low=2)
+    x = m.validate_inputs(x, owner=_OWNER)
+    m.ensure_checked(x, owner=_OWNER)
+    x = x.detach().to(m.device)
+
+    attacks = {"bce": MIFGSM(m, "bce", norm=norm, alpha=alpha)}
+    if curve == "max":
+        attacks["linear"] = MIFGSM(m, "linear", norm=norm, alpha=alpha)
+    step = attacks["bce"].step_size(x)
+    max_steps = math.floor(max_eps / step + 1e-9)
+    if max_steps < interval:
+        raise fail(_OWNER, "max_eps", f"at least one interval ({interval} steps = {interval * step:.4g})", max_eps)
+
+    with m.eval_mode():
+        with torch.no_grad():
+            clean_pred = m.predict_from_probabilities(torch.sigmoid(m(x)))
+        target = (~clean_pred).to(x.dtype)
+        trajs = {k: a.trajectory(x, target=target) for k, a in attacks.items()}
+        curves: dict[str, list[float]] = {k: [_mean_flips(m, t.final(), clean_pred)] for k, t in trajs.items()}
+        eps_points = [0.0]
+        fitted = [max(c[0] for c in curves.values())]
+        reason: str | None = None
+        k = 0
+        while reason is None and k + interval <= max_steps:
+            for _ in range(interval):
+                for t in trajs.values():
+                    t.step()
+            k += interval
+            for name, t in trajs.items():
+                curves[name].append(_mean_flips(m, t.final(), clean_pred))
+            eps_points.append(k * step)
+            fitted.append(max(c[-1] for c in curves.values()))
+            if progress is not None:
+                progress(k, fitted[-1])
+            reason = stopping_rule(fitted, rel_tol=rel_tol, min_points=min_pts)
+        reason = reason or "cap"
+
+    notes: list[str] = []
+    if not any(b > a for a, b in itertools.pairwise(fitted)):
+        notes.append("no positive increment was observed: the model could not be attacked within max_eps")
+    if reason == "cap":
+        notes.append(f"stopped at the cap max_eps={max_eps} before converging")
+    for note in notes:
+        warnings.warn(f"probe_profile: {note}.", LabelflipWarning, stacklevel=2)
+    coefs = fit_profile_polynomial(eps_points, fitted, order)
+    log.info("profile: eps_max=%.5g after %d steps (%s), E(eps_max)=%.2f", eps_points[-1], k, reason, fitted[-1])
+    return Profile(
+        coefficients=[float(c) for c in coefs],
+        eps=eps_points,
+        flips=fitted,
+        flips_bce=curves["bce"],
+        flips_linear=curves.get("linear", []),
+        eps_max=float(eps_points[-1]),
+        order=order,
+        interval=interval,
+        alpha=step,
+        curve=curve,
+        norm=norm,
+        rel_tol=rel_tol,
+        num_labels=int(clean_pred.shape[1]),
+        num_samples=int(x.shape[0]),
+        stop_reason=reason,
+        model_fingerprint=model_fingerprint,
+        seed=seed,
+        notes=notes,
+    )
