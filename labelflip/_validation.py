@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import difflib
 import math
+import numbers
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 __all__ = [
@@ -62,7 +64,7 @@ def check_float(
     fix: str | None = None,
 ) -> float:
     """Validate a finite real number within optional bounds and return it as ``float``."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
     if isinstance(value, torch.Tensor) and value.numel() == 1:
         value, ok = value.item(), True
     if ok:

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from labelflip._validation import LabelflipError, fail
+from labelflip._validation import LabelflipError, check_choice, check_int, did_you_mean, fail
 from labelflip.attacks.mifgsm import MIFGSM
 from labelflip.attacks.result import AttackResult
 from labelflip.losses import SLAMLoss, create_loss, list_losses
@@ -71,37 +71,39 @@ def _samples(split, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return split.x[idx], split.y[idx]
 
 
-def _parse_budgets(text: str, profile: Profile | None) -> tuple[list[float], list[str]]:
-    """``"0.002,0.01"`` (absolute) or ``"5%,10%,..."`` / ``"paper"`` (fractions of the profile's eps_max)."""
-    items = [t.strip() for t in text.split(",") if t.strip()]
+def _budget_spec(text: str) -> list[tuple[float, bool]]:
+    """Parse ``--budgets`` before any work: ``[(value, is_percent)]``. ``"paper"`` = 5..100 % of eps_max."""
     if text.strip() == "paper":
-        items = [f"{int(f * 100)}%" for f in PAPER_FRACTIONS]
+        return [(f * 100, True) for f in PAPER_FRACTIONS]
+    items = [t.strip() for t in text.split(",") if t.strip()]
     if not items:
         raise fail("labelflip", "--budgets", "a comma-separated list", text, "e.g. --budgets 0.002,0.01 or 5%,10%")
-    budgets, labels = [], []
+    spec = []
     for it in items:
+        pct = it.endswith("%")
         try:
-            if it.endswith("%"):
-                if profile is None:
-                    raise fail(
-                        "labelflip",
-                        "--budgets",
-                        "absolute when no profile is available",
-                        text,
-                        "pass --profile PATH (or use a loss that probes one), or absolute budgets.",
-                    )
-                frac = float(it[:-1]) / 100
-                budgets.append(frac * profile.eps_max)
-                labels.append(f"{it} ({frac * profile.eps_max:.4f})")
-            else:
-                budgets.append(float(it))
-                labels.append(f"{float(it):.4g}")
+            value = float(it[:-1] if pct else it)
         except ValueError as exc:
-            if isinstance(exc, LabelflipError):
-                raise
             raise fail("labelflip", "--budgets", "numbers or percentages", it, "e.g. 0.002 or 5%.") from exc
-    if any(b < 0 for b in budgets):
-        raise fail("labelflip", "--budgets", "non-negative", text)
+        if not value >= 0 or value == float("inf"):
+            raise fail("labelflip", "--budgets", "finite and non-negative", it)
+        spec.append((value, pct))
+    return spec
+
+
+def _resolve_budgets(spec: list[tuple[float, bool]], profile: Profile | None) -> tuple[list[float], list[str]]:
+    """Absolute budgets and column labels; percentages are fractions of the profile's ``eps_max``."""
+    budgets, labels = [], []
+    for value, pct in spec:
+        if pct:
+            if profile is None:  # pragma: no cover - callers probe a profile whenever a % budget is present
+                raise fail("labelflip", "--budgets", "absolute when no profile is available", f"{value}%")
+            eps = value / 100 * profile.eps_max
+            budgets.append(eps)
+            labels.append(f"{value:g}% ({eps:.4f})")
+        else:
+            budgets.append(value)
+            labels.append(f"{value:.4g}")
     return budgets, labels
 
 
@@ -130,20 +132,20 @@ def _run_methods(
     batch_size: int | None,
     prog: Progress,
     label: str,
+    norm: str = "linf",
 ) -> dict[str, AttackResult]:
     results: dict[str, AttackResult] = {}
     task = prog.add_task(f"{label}: attacks", total=len(losses))
     for name in losses:
         loss = SLAMLoss(profile=profile) if name == "slam" else create_loss(name)
-        results[name.upper() if name in ("bce", "slam") else name.capitalize()] = MIFGSM(
-            model, loss, batch_size=batch_size
-        )(x, budgets)
+        row = name.upper() if name in ("bce", "slam", "mse") else name.capitalize()
+        results[row] = MIFGSM(model, loss, norm=norm, batch_size=batch_size)(x, budgets)
         prog.advance(task)
     return results
 
 
 def _fail_cleanly(exc: Exception) -> None:
-    err_console.print(f"[red]error:[/] {exc}")
+    err_console.print(f"[red]error:[/] {exc}", soft_wrap=True, markup=True, highlight=False)
     raise typer.Exit(code=2)
 
 
@@ -162,23 +164,34 @@ def attack(
 ) -> None:
     """Attack a model at a list of budgets and print mean ± std flips per loss."""
     try:
+        # Validate every option before loading (or training) a model.
         losses = [s.strip().lower() for s in loss.split(",") if s.strip()]
+        if not losses:
+            raise fail("labelflip attack", "--loss", "a comma-separated list of losses", loss)
         for name in losses:
-            create_loss(name) if name != "slam" else None
-        if split not in ("train", "val", "test"):
-            raise fail("labelflip attack", "--split", "one of train, val, test", split)
+            if name not in list_losses():
+                raise fail(
+                    "labelflip attack",
+                    "--loss",
+                    "losses from " + ", ".join(list_losses()),
+                    name,
+                    "pick registered losses." + did_you_mean(name, list_losses()),
+                )
+        check_choice("labelflip attack", "--split", split, ("train", "val", "test"))
+        check_choice("labelflip attack", "--norm", norm, ("linf", "l2"))
+        check_int("labelflip attack", "--samples", samples, low=1)
+        spec = _budget_spec(budgets)
         built = _load_builtin(model)
         data = _dataset()
         wrapped = MultiLabelModel(built.module)
         prof = Profile.load(profile) if profile is not None else None
-        needs_profile = "slam" in losses or "%" in budgets or budgets.strip() == "paper"
-        if prof is None and needs_profile:
+        if prof is None and ("slam" in losses or any(pct for _, pct in spec)):
             xv, _ = _samples(data.val, min(100, len(data.val)), seed)
             prof = probe_profile(wrapped, xv, norm=norm, model_fingerprint=built.fingerprint, seed=seed)
-        eps, labels = _parse_budgets(budgets, prof)
+        eps, labels = _resolve_budgets(spec, prof)
         x, _ = _samples(getattr(data, split), samples, seed)
         with _progress() as prog:
-            results = _run_methods(wrapped, x, eps, losses, prof, batch_size, prog, model)
+            results = _run_methods(wrapped, x, eps, losses, prof, batch_size, prog, model, norm)
         table = flip_table(results, column_labels=labels)
     except LabelflipError as exc:
         _fail_cleanly(exc)
@@ -262,7 +275,7 @@ def demo(
                 f"  flip profile: eps_max = {prof.eps_max:.5f} ({prof.stop_reason}), "
                 f"E(eps_max) = {prof.flips[-1]:.2f} of {prof.num_labels} labels"
             )
-            eps, labels = _parse_budgets("paper", prof)
+            eps, labels = _resolve_budgets(_budget_spec("paper"), prof)
             x, _ = _samples(data.test, samples, seed)
             with _progress() as prog:
                 results = _run_methods(wrapped, x, eps, ["bce", "linear", "slam"], prof, None, prog, name)

@@ -186,7 +186,10 @@ class SLAMLoss(AttackLoss):
                 "SLAM needs the model's flip profile E(eps): pass profile=..., or coefficients=[c0, c1, ...] "
                 "(increasing degree) and eps_max=...",
             )
-        coefs = np.asarray(coefficients, dtype=np.float64).ravel()
+        try:
+            coefs = np.asarray(coefficients, dtype=np.float64).ravel()
+        except (TypeError, ValueError) as exc:
+            raise fail("SLAMLoss", "coefficients", "a sequence of floats (increasing degree)", coefficients) from exc
         if coefs.size == 0 or not np.all(np.isfinite(coefs)):
             raise fail("SLAMLoss", "coefficients", "a non-empty sequence of finite floats", coefficients)
         self.coefficients = coefs

@@ -38,9 +38,12 @@ def _labels(owner: str, y: Any, shape: tuple[int, ...], other: str) -> np.ndarra
     arr = _as_2d(owner, "y", y)
     if arr.shape != shape:
         raise fail(
-            owner, "y", f"an (N, K) array with the same shape as '{other}' {shape}", y,
+            owner,
+            "y",
+            f"an (N, K) array with the same shape as '{other}' {shape}",
+            y,
             "pass one 0/1 ground-truth row per sample, aligned with the predictions.",
-        )  # fmt: skip
+        )
     if not np.isin(arr, (0.0, 1.0)).all():
         raise fail(owner, "y", "binary labels in {0, 1}", y, "binarise the ground truth first.")
     return arr.astype(bool)

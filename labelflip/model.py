@@ -37,6 +37,14 @@ def _adapt_output(out: Any, adapter: str | int | Callable[[Any], Tensor] | None)
     if adapter is not None:
         if callable(adapter):
             return adapter(out)
+        if isinstance(out, Tensor):
+            raise fail(
+                _OWNER,
+                "output",
+                "None when the network already returns a tensor",
+                adapter,
+                "drop output=...; a key/index would slice the logits tensor instead of selecting it.",
+            )
         try:
             return out[adapter]
         except (KeyError, IndexError, TypeError) as exc:
@@ -61,6 +69,14 @@ def _adapt_output(out: Any, adapter: str | int | Callable[[Any], Tensor] | None)
         f"{type(out).__name__}{keys}",
         "pass output='<key>' for dicts, output=<index> for tuples, or output=callable(out) -> logits.",
     )
+
+
+def _as_float_tensor(value: Any, param: str, *, flatten: bool = True) -> Tensor:
+    try:
+        t = torch.as_tensor(value, dtype=torch.float32)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise fail(_OWNER, param, "a float or a 1-D sequence of floats", value) from exc
+    return t.flatten() if flatten else t
 
 
 class MultiLabelModel(nn.Module):
@@ -118,8 +134,8 @@ class MultiLabelModel(nn.Module):
             raise fail(_OWNER, "mean/std", "given together or not at all", (mean, std))
         self._normalise = mean is not None
         if mean is not None and std is not None:
-            m = torch.as_tensor(mean, dtype=torch.float32).flatten()
-            s = torch.as_tensor(std, dtype=torch.float32).flatten()
+            m = _as_float_tensor(mean, "mean")
+            s = _as_float_tensor(std, "std")
             if m.shape != s.shape or m.numel() == 0:
                 raise fail(_OWNER, "mean/std", "1-D sequences of equal length (one per channel)", (mean, std))
             if not bool(torch.isfinite(m).all()) or not bool((s > 0).all()):
@@ -132,7 +148,7 @@ class MultiLabelModel(nn.Module):
     # ------------------------------------------------------------------ configuration
     def set_threshold(self, threshold: float | Sequence[float] | Tensor) -> None:
         """Set the decision threshold: a float, or K per-label values, each in ``(0, 1)``."""
-        th = torch.as_tensor(threshold, dtype=torch.float32)
+        th = _as_float_tensor(threshold, "threshold", flatten=False)
         if th.ndim > 1 or not bool(torch.isfinite(th).all()) or not bool(((th > 0) & (th < 1)).all()):
             raise fail(
                 _OWNER,
@@ -150,6 +166,14 @@ class MultiLabelModel(nn.Module):
                 "pass one threshold per label or a single float.",
             )
         self.register_buffer("threshold", th, persistent=False)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The floating dtype of the network's parameters (inputs are cast to it); float32 if none."""
+        for p in self.module.parameters():
+            if p.is_floating_point():
+                return p.dtype
+        return torch.float32
 
     @property
     def device(self) -> torch.device:
@@ -231,13 +255,13 @@ class MultiLabelModel(nn.Module):
                 "scale inputs to the bounds (e.g. divide uint8 images by 255) and move mean/std "
                 "normalisation into the wrapper (mean=..., std=...), or set bounds=(low, high).",
             )
-        if self._normalise and (x.ndim < 3 or x.shape[1] != self.mean.numel()):
+        if self._normalise and self.mean.numel() not in (1, x.shape[1]):
             raise fail(
                 owner,
                 param,
-                f"channel-first with {self.mean.numel()} channels to match mean/std",
+                f"channel-first with {self.mean.numel()} channels (or features) to match mean/std",
                 x,
-                "pass images as (N, C, H, W).",
+                "pass images as (N, C, H, W), or one mean/std value per channel of your inputs.",
             )
         return x
 
@@ -271,10 +295,22 @@ class MultiLabelModel(nn.Module):
         * an all-zero input gradient -> warning (detached input, argmax, quantisation).
         """
         x = self.validate_inputs(x, owner=owner)
-        sample = x[: min(4, x.shape[0])].detach()
+        sample = x[: min(4, x.shape[0])].detach().to(device=self.device, dtype=self.dtype)
         with self.eval_mode(), torch.enable_grad():
             xs = sample.clone().requires_grad_(True)
-            out = self(xs)
+            try:
+                out = self(xs)
+            except LabelflipError:
+                raise
+            except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+                raise fail(
+                    owner,
+                    "x",
+                    "a batch the network accepts",
+                    x,
+                    f"the network raised {type(exc).__name__}: {exc}. A single image needs a batch dimension: "
+                    "x.unsqueeze(0).",
+                ) from exc
             if not isinstance(out, Tensor) or out.ndim != 2 or out.shape[0] != xs.shape[0]:
                 raise fail(
                     _OWNER,
@@ -295,11 +331,17 @@ class MultiLabelModel(nn.Module):
                     "fix num_labels or the network's head.",
                 )
             if self.threshold.ndim == 1 and self.threshold.numel() != k:
-                raise fail(_OWNER, "threshold", f"a float or {k} per-label values", self.threshold)
+                raise fail(owner, "threshold", f"a float or {k} per-label values", self.threshold)
             if not bool(torch.isfinite(out).all()):
                 raise LabelflipError(
                     f"{owner}: the model returned NaN/Inf logits on valid inputs. Fix the model (or its "
                     "normalisation: mean/std) before attacking it."
+                )
+            if not out.requires_grad:
+                raise LabelflipError(
+                    f"{owner}: the model's output does not depend differentiably on its input (computed under "
+                    "torch.no_grad(), or a detached input with frozen parameters): gradient attacks cannot run. "
+                    "Fix: make the forward pass differentiable in the input."
                 )
             grad = torch.autograd.grad(out.sum(), xs, allow_unused=True)[0]
             with torch.no_grad():

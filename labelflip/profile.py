@@ -129,7 +129,7 @@ class Profile:
             )
         try:
             data = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise LabelflipError(f"Profile.load: {path} is not valid JSON ({exc}). Fix: re-create it.") from exc
         return cls.from_dict(data)
 
@@ -142,6 +142,8 @@ def fit_profile_polynomial(eps: Sequence[float], flips: Sequence[float], order: 
     order = check_int("fit_profile_polynomial", "order", order, low=1)
     e = np.asarray(eps, dtype=np.float64)
     f = np.asarray(flips, dtype=np.float64)
+    if not (np.all(np.isfinite(e)) and np.all(np.isfinite(f))):
+        raise fail("fit_profile_polynomial", "flips", "finite (no NaN/Inf in eps or flips)", f)
     if e.shape != f.shape or e.ndim != 1:
         raise fail("fit_profile_polynomial", "flips", f"a 1-D sequence matching eps ({e.shape})", f.shape)
     if e.size < order + 1:
@@ -222,10 +224,11 @@ def probe_profile(
     curve = check_choice(_OWNER, "curve", curve, ("max", "bce"))
     rel_tol = check_float(_OWNER, "rel_tol", rel_tol, low=0.0)
     max_eps = check_float(_OWNER, "max_eps", max_eps, low=0.0, low_inclusive=False)
+    norm = check_choice(_OWNER, "norm", norm, ("linf", "l2"))
     min_pts = order + 2 if min_points is None else check_int(_OWNER, "min_points", min_points, low=2)
     x = m.validate_inputs(x, owner=_OWNER)
     m.ensure_checked(x, owner=_OWNER)
-    x = x.detach().to(m.device)
+    x = x.detach().to(m.device, m.dtype)
 
     attacks = {"bce": MIFGSM(m, "bce", norm=norm, alpha=alpha)}
     if curve == "max":

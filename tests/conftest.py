@@ -11,6 +11,15 @@ from labelflip.model import MultiLabelModel
 K = 6
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _single_thread():
+    """Tiny models run fastest single-threaded; 2 threads on a loaded 2-core box are up to 100x slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def _init(module: nn.Module, seed: int, scale: float = 0.5) -> nn.Module:
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():

@@ -351,12 +351,6 @@ class NoGradForward(nn.Module):
             return self.lin(x)
 
 
-@pytest.mark.xfail(
-    reason="BUG: model.py:304 check() calls torch.autograd.grad on an output that does not require grad "
-    "(forward under torch.no_grad, or frozen parameters + detached input) and crashes with RuntimeError "
-    "instead of warning/refusing with a LabelflipError",
-    strict=True,
-)
 def test_check_handles_output_without_grad() -> None:
     wrapped = MultiLabelModel(NoGradForward())
     error: LabelflipError | None = None

@@ -34,10 +34,12 @@ With ``clip="step"`` the per-step projection radius is eps, so each budget then 
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from collections.abc import Sequence
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -210,9 +212,11 @@ class MIFGSM:
         return ALPHA_LINF * math.sqrt(spatial)
 
     def _validate_eps(self, eps: Any) -> list[float]:
-        values = [eps] if isinstance(eps, (int, float)) and not isinstance(eps, bool) else eps
-        if isinstance(values, Tensor):
-            values = values.flatten().tolist()
+        values = eps
+        if isinstance(eps, (Tensor, np.ndarray, np.generic)):
+            values = np.asarray(eps.detach().cpu() if isinstance(eps, Tensor) else eps).ravel().tolist()
+        elif isinstance(eps, numbers.Real) and not isinstance(eps, bool):
+            values = [eps]
         if not isinstance(values, (list, tuple)) or len(values) == 0:
             raise fail(
                 _OWNER,
@@ -222,7 +226,13 @@ class MIFGSM:
                 "budgets are in pixel units, e.g. eps=0.01 or eps=[0.002, 0.01].",
             )
         return [
-            check_float(_OWNER, "eps", e, low=0.0, fix="budgets are non-negative pixel-unit radii, e.g. 0.01.")
+            check_float(
+                _OWNER,
+                "eps",
+                float(e) if isinstance(e, numbers.Real) and not isinstance(e, bool) else e,
+                low=0.0,
+                fix="budgets are non-negative pixel-unit radii, e.g. 0.01.",
+            )
             for e in values
         ]
 
@@ -231,7 +241,10 @@ class MIFGSM:
             return None
         k = self.model.num_labels
         if not isinstance(weights, Tensor):
-            weights = torch.as_tensor(weights, dtype=torch.float32)
+            try:
+                weights = torch.as_tensor(weights, dtype=torch.float32)
+            except (TypeError, ValueError, RuntimeError) as exc:
+                raise fail(_OWNER, "weights", "a tensor or nested sequence of floats in [0, 1]", weights) from exc
         w = weights.float()
         shapes_ok = (
             (w.ndim == 1 and w.shape[0] == k)
@@ -280,7 +293,7 @@ class MIFGSM:
         x = model.validate_inputs(x, owner=_OWNER)
         model.ensure_checked(x, owner=_OWNER)
         device = model.device
-        x = x.detach().to(device=device)
+        x = x.detach().to(device=device, dtype=model.dtype)
         n = x.shape[0]
         if target is not None:
             target = model.validate_labels(target, n, owner=_OWNER, param="target").to(device)
@@ -387,7 +400,7 @@ class MIFGSM:
         ``eps`` is passed to eps-dependent losses and is the projection radius (default: unbounded).
         Call ``.step()`` to advance one iteration and ``.final()`` for the clamped adversarial input.
         """
-        x = self.model.validate_inputs(x, owner=_OWNER).detach().to(self.model.device)
+        x = self.model.validate_inputs(x, owner=_OWNER).detach().to(self.model.device, self.model.dtype)
         r = math.inf if eps is None else eps
         radius = torch.full((x.shape[0],), r, device=x.device)
         loss_eps = None if eps is None else torch.full((x.shape[0],), eps, dtype=torch.float64)

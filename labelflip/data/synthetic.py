@@ -130,18 +130,25 @@ class SyntheticConfig:
         check_int(_OWNER, "num_labels", self.num_labels, low=2, fix="use 2 <= num_labels <= 32.")
         if self.num_labels > len(LABEL_CATALOGUE):
             raise fail(
-                _OWNER, "num_labels", f"an int <= {len(LABEL_CATALOGUE)}", self.num_labels,
+                _OWNER,
+                "num_labels",
+                f"an int <= {len(LABEL_CATALOGUE)}",
+                self.num_labels,
                 f"the catalogue has {len(LABEL_CATALOGUE)} object classes; use num_labels <= that.",
-            )  # fmt: skip
+            )
         check_float(_OWNER, "noise_std", self.noise_std, low=0.0, high=0.5, fix="e.g. noise_std=0.04.")
         check_int(_OWNER, "max_objects", self.max_objects, low=1, fix="e.g. max_objects=5.")
         check_int(_OWNER, "max_distractors", self.max_distractors, low=0, fix="e.g. max_distractors=3.")
         check_float(_OWNER, "extra_label_prob", self.extra_label_prob, low=0.0, high=1.0, fix="a probability.")
         check_float(_OWNER, "min_radius", self.min_radius, low=0.02, high=0.45, fix="e.g. min_radius=0.13.")
         check_float(
-            _OWNER, "max_radius", self.max_radius, low=self.min_radius, high=0.45,
+            _OWNER,
+            "max_radius",
+            self.max_radius,
+            low=self.min_radius,
+            high=0.45,
             fix="use min_radius <= max_radius <= 0.45 (fractions of the image side).",
-        )  # fmt: skip
+        )
         check_float(_OWNER, "min_visible", self.min_visible, low=0.0, high=1.0, fix="e.g. min_visible=0.35.")
         check_float(_OWNER, "colour_jitter", self.colour_jitter, low=0.0, high=0.5, fix="e.g. 0.08.")
         check_float(_OWNER, "confuser_prob", self.confuser_prob, low=0.0, high=1.0, fix="a probability.")
@@ -171,14 +178,20 @@ class MultiLabelData:
             raise fail(owner, "x", "a 4-D tensor (N, C, H, W)", self.x, "stack images as (N, C, H, W).")
         if not isinstance(self.y, torch.Tensor) or self.y.dim() != 2 or self.y.shape[0] != self.x.shape[0]:
             raise fail(
-                owner, "y", f"a 2-D tensor (N, K) with N = {self.x.shape[0]}", self.y,
+                owner,
+                "y",
+                f"a 2-D tensor (N, K) with N = {self.x.shape[0]}",
+                self.y,
                 "pass one row of 0/1 labels per image.",
-            )  # fmt: skip
+            )
         if self.label_names and len(self.label_names) != self.y.shape[1]:
             raise fail(
-                owner, "label_names", f"a list of {self.y.shape[1]} names (one per label column)",
-                self.label_names, "pass one name per column of y, or none.",
-            )  # fmt: skip
+                owner,
+                "label_names",
+                f"a list of {self.y.shape[1]} names (one per label column)",
+                self.label_names,
+                "pass one name per column of y, or none.",
+            )
         if not self.label_names:
             self.label_names = [f"label_{k}" for k in range(self.y.shape[1])]
 
@@ -202,9 +215,12 @@ class MultiLabelData:
         idx = idx.long().flatten()
         if idx.numel() and (int(idx.min()) < -len(self) or int(idx.max()) >= len(self)):
             raise fail(
-                "MultiLabelData.subset", "indices", f"indices in [0, {len(self)})", idx,
+                "MultiLabelData.subset",
+                "indices",
+                f"indices in [0, {len(self)})",
+                idx,
                 "index rows that exist.",
-            )  # fmt: skip
+            )
         return MultiLabelData(self.x[idx], self.y[idx], list(self.label_names))
 
     def label_frequencies(self) -> torch.Tensor:

@@ -109,9 +109,12 @@ def model_spec(name: str) -> ModelSpec:
     """The :class:`ModelSpec` of a registered model; unknown names answer 'did you mean'."""
     if not isinstance(name, str) or name not in _REGISTRY:
         raise fail(
-            "load_builtin", "name", "one of " + ", ".join(map(repr, _REGISTRY)), name,
+            "load_builtin",
+            "name",
+            "one of " + ", ".join(map(repr, _REGISTRY)),
+            name,
             "see labelflip.zoo.list_models()." + did_you_mean(str(name), _REGISTRY),
-        )  # fmt: skip
+        )
     return _REGISTRY[name]
 
 
@@ -166,8 +169,9 @@ def load_builtin(
             module, meta = load_checkpoint(path)
             if meta.get("fingerprint") == fp:
                 logger.info("loaded %s from %s", name, path)
-                return BuiltinModel(module, name, fp, dict(meta.get("metrics", {})), data.config,
-                                    list(data.label_names), path)  # fmt: skip
+                return BuiltinModel(
+                    module, name, fp, dict(meta.get("metrics", {})), data.config, list(data.label_names), path
+                )
             logger.warning("cache entry %s has a different fingerprint; retraining", path)
         except LabelflipError as exc:
             logger.warning("cache entry %s is unusable (%s); retraining", path, exc)
@@ -179,8 +183,18 @@ def load_builtin(
     metrics = {f"test_{k}": float(v) for k, v in scores.items()}
     metrics["train_seconds"] = float(seconds)
     save_checkpoint(
-        path, module, arch=spec.arch, num_labels=data.train.num_labels, arch_kwargs=spec.arch_kwargs,
-        metadata={"fingerprint": fp, "name": name, "metrics": metrics, "data_config": data.config,
-                  "train_config": spec.train_config, "label_names": list(data.label_names)},
-    )  # fmt: skip
+        path,
+        module,
+        arch=spec.arch,
+        num_labels=data.train.num_labels,
+        arch_kwargs=spec.arch_kwargs,
+        metadata={
+            "fingerprint": fp,
+            "name": name,
+            "metrics": metrics,
+            "data_config": data.config,
+            "train_config": spec.train_config,
+            "label_names": list(data.label_names),
+        },
+    )
     return BuiltinModel(module, name, fp, metrics, data.config, list(data.label_names), path)

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from labelflip._validation import check_float, check_int, fail, did_you_mean
+from labelflip._validation import check_float, check_int, did_you_mean, fail
 
 __all__ = ["ARCHITECTURES", "ASLConvNet", "QueryLabelNet", "build_architecture"]
 
@@ -140,9 +140,12 @@ class QueryLabelNet(nn.Module):
         tokens = f.flatten(2).transpose(1, 2)  # (N, h*w, d)
         if tokens.shape[1] != self.pos_embed.shape[1]:
             raise fail(
-                "QueryLabelNet", "x", f"images of side {self.image_size}", x,
+                "QueryLabelNet",
+                "x",
+                f"images of side {self.image_size}",
+                x,
                 f"build the model with image_size={x.shape[-1]} or resize the inputs.",
-            )  # fmt: skip
+            )
         memory = tokens + self.pos_embed
         queries = self.query_embed.unsqueeze(0).expand(x.shape[0], -1, -1)
         out = self.decoder(queries, memory)  # (N, K, d)
@@ -164,7 +167,10 @@ def build_architecture(name: str, num_labels: int, **kwargs: Any) -> nn.Module:
     """
     if name not in ARCHITECTURES:
         raise fail(
-            "build_architecture", "name", "one of " + ", ".join(map(repr, ARCHITECTURES)), name,
+            "build_architecture",
+            "name",
+            "one of " + ", ".join(map(repr, ARCHITECTURES)),
+            name,
             "pick a registered architecture." + did_you_mean(str(name), ARCHITECTURES),
-        )  # fmt: skip
+        )
     return ARCHITECTURES[name](num_labels, **kwargs)

@@ -133,14 +133,20 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
         meta = json.loads(raw) if raw else None
     except Exception as exc:
         raise fail(
-            "load_checkpoint", "path", "a readable safetensors checkpoint", str(path),
+            "load_checkpoint",
+            "path",
+            "a readable safetensors checkpoint",
+            str(path),
             "delete the file and retrain (load_builtin(..., retrain=True)).",
-        ) from exc  # fmt: skip
+        ) from exc
     if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
         raise fail(
-            "load_checkpoint", "path", f"a checkpoint written by labelflip ({CHECKPOINT_FORMAT})", str(path),
+            "load_checkpoint",
+            "path",
+            f"a checkpoint written by labelflip ({CHECKPOINT_FORMAT})",
+            str(path),
             "save it with labelflip.zoo.checkpoints.save_checkpoint.",
-        )  # fmt: skip
+        )
     return meta
 
 
@@ -160,8 +166,11 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, 
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise fail(
-            "load_checkpoint", "path", f"weights matching architecture {arch!r}", str(path),
+            "load_checkpoint",
+            "path",
+            f"weights matching architecture {arch!r}",
+            str(path),
             "the file is stale or corrupt; delete it and retrain.",
-        ) from exc  # fmt: skip
+        ) from exc
     module.eval()
     return module, meta

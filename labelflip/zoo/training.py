@@ -148,9 +148,12 @@ def train_model(
                 idx = perm[i * config.batch_size : (i + 1) * config.batch_size]
                 xb = _augment(x_all[idx], config, gen)
                 loss = asymmetric_loss(
-                    model(xb), y_all[idx], gamma_neg=config.gamma_neg, gamma_pos=config.gamma_pos,
+                    model(xb),
+                    y_all[idx],
+                    gamma_neg=config.gamma_neg,
+                    gamma_pos=config.gamma_pos,
                     clip=config.clip,
-                )  # fmt: skip
+                )
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if config.grad_clip > 0:
@@ -164,7 +167,9 @@ def train_model(
                 "loss": running / steps_per_epoch,
                 "seconds": time.perf_counter() - start,
             }
-            logger.info("%s epoch %d/%d loss %.4f (%.1fs)", arch_name, epoch + 1, config.epochs, info["loss"], info["seconds"])
+            logger.info(
+                "%s epoch %d/%d loss %.4f (%.1fs)", arch_name, epoch + 1, config.epochs, info["loss"], info["seconds"]
+            )
             if progress is not None:
                 progress(info)
     model.eval()
