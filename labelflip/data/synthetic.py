@@ -7,8 +7,9 @@ disc, a blue checkered ring, ...). Images are COCO-like in the ways that matter 
 - **Co-occurrence**: every image is drawn from a scene template (street, kitchen, park, living room, beach)
   that makes its labels correlated (``car`` with ``traffic_light``, ``cup`` with ``bowl``), plus the odd
   out-of-context extra label.
-- **Clutter**: a tinted background gradient with a low-frequency texture, non-label distractor shapes in
-  neutral colours, objects occluding each other, colour jitter and Gaussian pixel noise.
+- **Clutter**: a tinted background gradient with a low-frequency texture, non-label distractor shapes (in
+  neutral colours, or saturated "confusers" whose (shape, colour) pair no label uses, so a label is a
+  conjunction of features), objects occluding each other, colour jitter and Gaussian pixel noise.
 
 A label is positive iff its object is at least ``min_visible`` visible after occlusion, so the labels
 describe what is in the picture and every image has at least one label (the last object drawn is never

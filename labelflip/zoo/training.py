@@ -44,7 +44,7 @@ class TrainConfig:
     simplified ASL used by Query2Label).
     """
 
-    epochs: int = 12
+    epochs: int = 10
     batch_size: int = 64
     lr: float = 3e-3
     weight_decay: float = 1e-4
