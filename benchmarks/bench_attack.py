@@ -23,19 +23,22 @@ from labelflip.attacks import ALPHA_LINF, MIFGSM, num_steps
 from labelflip.model import MultiLabelModel
 
 
-def _time(fn, repeats: int) -> float:
-    """Median wall time of ``fn()`` over ``repeats`` runs after one warm-up."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        start = time.perf_counter()
+def _time_interleaved(fns: dict[str, object], repeats: int) -> dict[str, float]:
+    """Median wall time of each ``fn()``; runs are interleaved round-robin (after one warm-up each) so that
+    drift of the machine (frequency, other load) affects every measurement alike."""
+    for fn in fns.values():
         fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for key, fn in fns.items():
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            fn()
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            times[key].append(time.perf_counter() - start)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def main() -> None:
@@ -65,9 +68,10 @@ def main() -> None:
 
     attack = MIFGSM(model, "bce")
     grid = [f * eps_max for f in (0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0)]
-    t_raw = _time(raw, args.repeats)
-    t_attack = _time(lambda: attack(x, eps_max), args.repeats)
-    t_grid = _time(lambda: attack(x, grid), args.repeats)
+    t = _time_interleaved(
+        {"raw": raw, "one": lambda: attack(x, eps_max), "grid": lambda: attack(x, grid)}, args.repeats
+    )
+    t_raw, t_attack, t_grid = t["raw"], t["one"], t["grid"]
     separate = sum(num_steps(e, ALPHA_LINF) for e in grid) / args.steps
 
     print(f"device: {args.device} ({platform.processor() or platform.machine()}, torch {torch.__version__}, "

@@ -30,8 +30,9 @@ from labelflip.profile import Profile, probe_profile
 from labelflip.tables import FlipTable, flip_table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Multi-label maximum-flip attacks (SLAM/CLASS).")
-console = Console()
-err_console = Console(stderr=True)
+# Off a terminal (logs, CI, pipes) rich would wrap tables at 80 columns; give them room instead.
+console = Console(width=None if sys.stdout.isatty() else 200)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 PAPER_FRACTIONS = (0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0)
 
@@ -100,7 +101,7 @@ def _resolve_budgets(spec: list[tuple[float, bool]], profile: Profile | None) ->
                 raise fail("labelflip", "--budgets", "absolute when no profile is available", f"{value}%")
             eps = value / 100 * profile.eps_max
             budgets.append(eps)
-            labels.append(f"{value:g}% ({eps:.4f})")
+            labels.append(f"{value:g}%: {eps:.4f}")
         else:
             budgets.append(value)
             labels.append(f"{value:.4g}")

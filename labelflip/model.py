@@ -344,7 +344,8 @@ class MultiLabelModel(nn.Module):
                     "Fix: make the forward pass differentiable in the input."
                 )
             grad = torch.autograd.grad(out.sum(), xs, allow_unused=True)[0]
-            with torch.no_grad():
+            with torch.no_grad():  # compare like with like: no-grad passes may take fused fast paths
+                out1 = self(sample)
                 out2 = self(sample)
                 gen = torch.Generator(device="cpu").manual_seed(0)
                 low, high = self.bounds
@@ -359,7 +360,7 @@ class MultiLabelModel(nn.Module):
                     "final sigmoid, or pass output_kind='probabilities' to MultiLabelModel (converted to "
                     "logits), or output_kind='logits' if these really are logits."
                 )
-        if not torch.equal(out.detach(), out2):
+        if not torch.equal(out1, out2):
             warnings.warn(
                 f"{owner}: two identical forward passes in eval mode gave different outputs: the model is "
                 "stochastic (dropout or noise that ignores eval(), e.g. F.dropout(training=True)). Flips will "

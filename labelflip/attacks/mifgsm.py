@@ -108,13 +108,15 @@ class _Trajectory:
         grad = grad.detach()
         with torch.no_grad():
             ghat = self._normalise(grad, "l1" if att.norm == "linf" else "l2")
-            self.g = att.mu * self.g + ghat
+            # g = mu * g + ghat, in place (same two roundings; mu = 1 makes the product exact)
+            self.g.mul_(att.mu).add_(ghat)
             if att.norm == "linf":
-                x_new = self.x - self.alpha * torch.sign(self.g)
+                # x - alpha * sign(g) in one kernel: alpha * (+-1, 0) is exact, so the bits are the same
+                x_new = self.x.sub(torch.sign(self.g), alpha=self.alpha)
             elif att.l2_mode == "paper":
-                x_new = self.x - self.alpha * self.g
+                x_new = self.x.sub(self.g, alpha=self.alpha)
             else:
-                x_new = self.x - self.alpha * self._normalise(self.g, "l2")
+                x_new = self.x.sub(self._normalise(self.g, "l2"), alpha=self.alpha)
             if att.clip == "step":
                 x_new = self._clamp(x_new)
             self.x = x_new
