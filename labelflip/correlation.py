@@ -1,0 +1,303 @@
+"""Label correlation matrices (seed §IV-B, Algorithm 1; SPEC.md "Correlations"; SPEC-reference-code §5).
+
+Flip-up matrix ``U (K, K)``: for each label ``j``, attack only ``j`` upward (target ``t = e_j``, weight
+``w = e_j``, BCE) at ``eps_corr`` on ``n`` images; row ``j`` is the mean confidence change of every label,
+``U[j, :] = mean_i (sigmoid(F(x'_i)) - sigmoid(F(x_i)))``. The attack pushes ``j`` up whatever its current
+prediction (as the authors).
+
+Normalisation (authors' ``attack.py``): one **global** min-max over all ``K^2`` entries (diagonal included),
+``U' = (U - min U) / max(U - min U)`` in ``[0, 1]``; the flip-down matrix is derived as ``D' = 1 - U'``. The
+**instance correlation matrix** of a sample takes row ``i`` from ``U'`` if label ``i`` is to be flipped up
+(``t_i = 1``) and from ``D'`` otherwise.
+
+The work is batched: all ``(label, image)`` pairs run as rows of one MI-FGSM trajectory (chunked), and the
+clean forward pass runs once per image (the authors recompute it for every label and attack one image at a
+time). Cost: ``(fp + bp) * floor(eps/alpha) * K * n`` (seed App. F).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from labelflip._validation import LabelflipError, check_float, check_int, fail
+from labelflip.attacks.mifgsm import MIFGSM, num_steps
+from labelflip.model import MultiLabelModel, as_model
+
+__all__ = [
+    "Correlations",
+    "flipdown_matrix",
+    "flipup_matrix",
+    "instance_correlation_matrices",
+    "measure_correlations",
+    "normalize_flipup",
+]
+
+log = logging.getLogger(__name__)
+_FORMAT = "labelflip.correlations/1"
+
+
+def normalize_flipup(flipup: Tensor) -> Tensor:
+    """Global min-max normalisation ``U' = (U - min U) / max(U - min U)`` (all entries, diagonal included)."""
+    u = flipup.double()
+    shifted = u - u.min()
+    top = shifted.max()
+    return shifted / top if float(top) > 0 else torch.zeros_like(u)
+
+
+def instance_correlation_matrices(flipup_normalized: Tensor, target: Tensor) -> Tensor:
+    """Per-sample instance correlation matrices ``(N, K, K)`` (seed §V-B a; SPEC-reference-code §5.3).
+
+    Row ``i`` of sample ``n`` is ``U'[i]`` when ``target[n, i] = 1`` (flip up) and ``1 - U'[i]`` otherwise; the
+    column label's own direction is ignored, as in the authors' code.
+
+    Args:
+        flipup_normalized: ``U'`` ``(K, K)`` in ``[0, 1]``.
+        target: ``(N, K)`` in {0, 1}.
+    """
+    u = flipup_normalized.double().to(target.device)
+    up = target.bool().unsqueeze(-1)  # (N, K, 1): selects rows
+    return torch.where(up, u.unsqueeze(0), 1.0 - u.unsqueeze(0))
+
+
+def _single_label_rows(
+    model: MultiLabelModel,
+    x: Tensor,
+    pairs: Tensor,
+    target_value: float,
+    eps: float,
+    batch_size: int,
+    clean_probs: Tensor,
+    progress: Callable[[int, int], None] | None,
+) -> Tensor:
+    """Attack label ``j`` alone (weight ``e_j``) toward ``target_value`` on image ``i`` for each ``(i, j)`` row of
+    ``pairs`` ``(R, 2)``; return the confidence change of every label ``(R, K)``."""
+    k = clean_probs.shape[1]
+    attack = MIFGSM(model, "bce")
+    steps = num_steps(eps, attack.step_size(x))
+    out = torch.empty(pairs.shape[0], k, dtype=torch.float64)
+    for lo in range(0, pairs.shape[0], batch_size):
+        chunk = pairs[lo : lo + batch_size]
+        xi, j = x[chunk[:, 0]], chunk[:, 1]
+        onehot = torch.zeros(chunk.shape[0], k, device=x.device, dtype=x.dtype)
+        onehot[torch.arange(chunk.shape[0]), j] = 1.0
+        t = onehot * target_value if target_value == 1.0 else torch.zeros_like(onehot)
+        traj = attack.trajectory(xi, target=t, weights=onehot, eps=eps)
+        for _ in range(steps):
+            traj.step()
+        with torch.no_grad():
+            adv = torch.sigmoid(model(traj.final()))
+        out[lo : lo + chunk.shape[0]] = (adv.double() - clean_probs[chunk[:, 0]].double()).cpu()
+        if progress is not None:
+            progress(min(lo + batch_size, pairs.shape[0]), pairs.shape[0])
+    return out
+
+
+def _prepare(model: nn.Module | MultiLabelModel, x: Tensor, owner: str) -> tuple[MultiLabelModel, Tensor, Tensor]:
+    m = as_model(model)
+    x = m.validate_inputs(x, owner=owner)
+    m.ensure_checked(x, owner=owner)
+    x = x.detach().to(m.device, m.dtype)
+    with m.eval_mode(), torch.no_grad():
+        clean = torch.sigmoid(m(x))
+    return m, x, clean
+
+
+def flipup_matrix(
+    model: nn.Module | MultiLabelModel,
+    x: Tensor,
+    *,
+    eps: float = 0.005,
+    batch_size: int = 256,
+    progress: Callable[[int, int], None] | None = None,
+) -> Tensor:
+    """Flip-up correlation matrix ``U (K, K)`` (Algorithm 1): row ``j`` = mean confidence change of every label
+    when only label ``j`` is attacked upward at ``eps`` (BCE, ``t = w = e_j``), over the ``n`` images ``x``."""
+    owner = "flipup_matrix"
+    eps = check_float(owner, "eps", eps, low=0.0, low_inclusive=False, fix="e.g. eps=0.005 (the authors').")
+    batch_size = check_int(owner, "batch_size", batch_size, low=1)
+    m, x, clean = _prepare(model, x, owner)
+    n, k = clean.shape
+    pairs = torch.cartesian_prod(torch.arange(n), torch.arange(k))  # (n*K, 2): (image, label)
+    with m.eval_mode():
+        deltas = _single_label_rows(m, x, pairs, 1.0, eps, batch_size, clean, progress)
+    return deltas.view(n, k, k).mean(dim=0)  # [j, :] averaged over images
+
+
+def flipdown_matrix(
+    model: nn.Module | MultiLabelModel,
+    x: Tensor,
+    y: Tensor | None = None,
+    *,
+    eps: float = 0.005,
+    max_per_label: int | None = None,
+    batch_size: int = 256,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Measured flip-down matrix (SPEC-reference-code §5.2), for comparison with the derived ``1 - U'``.
+
+    Row ``j``: attack only ``j`` downward (target 0, ``w = e_j``) on the images whose ground truth ``y``
+    contains ``j`` (all images when ``y`` is None), at most ``max_per_label`` of them; mean confidence change.
+
+    Returns:
+        ``(D, counts)``: ``D (K, K)`` (rows of labels with no image are NaN) and the images used per label.
+    """
+    owner = "flipdown_matrix"
+    eps = check_float(owner, "eps", eps, low=0.0, low_inclusive=False)
+    m, x, clean = _prepare(model, x, owner)
+    n, k = clean.shape
+    if y is not None:
+        y = m.validate_labels(y, n, owner=owner, param="y").cpu().bool()
+    else:
+        y = torch.ones(n, k, dtype=torch.bool)
+    limit = n if max_per_label is None else check_int(owner, "max_per_label", max_per_label, low=1)
+    pairs_list = []
+    for j in range(k):
+        imgs = torch.nonzero(y[:, j]).flatten()[:limit]
+        pairs_list.append(torch.stack([imgs, torch.full_like(imgs, j)], dim=1))
+    pairs = torch.cat(pairs_list)
+    with m.eval_mode():
+        deltas = _single_label_rows(m, x, pairs, 0.0, eps, batch_size, clean, progress)
+    counts = torch.bincount(pairs[:, 1], minlength=k)
+    sums = torch.zeros(k, k, dtype=torch.float64).index_add_(0, pairs[:, 1], deltas)
+    matrix = sums / counts.clamp_min(1).unsqueeze(1).double()
+    matrix[counts == 0] = float("nan")
+    return matrix, counts
+
+
+@dataclass
+class Correlations:
+    """A saved correlation artefact: the raw flip-up matrix and how it was measured.
+
+    Attributes:
+        flipup: ``(K, K)`` raw mean confidence changes (row = attacked label).
+        eps: the attack budget used; ``num_samples`` images; provenance fields.
+        flipdown_measured: optional measured flip-down matrix ``(K, K)`` (NaN rows: no image for that label).
+    """
+
+    flipup: Tensor
+    eps: float
+    num_samples: int
+    label_names: list[str] = field(default_factory=list)
+    flipdown_measured: Tensor | None = None
+    model_fingerprint: str | None = None
+    seed: int | None = None
+
+    @property
+    def num_labels(self) -> int:
+        return int(self.flipup.shape[0])
+
+    @property
+    def flipup_normalized(self) -> Tensor:
+        """``U'`` in ``[0, 1]`` (global min-max)."""
+        return normalize_flipup(self.flipup)
+
+    @property
+    def flipdown_derived(self) -> Tensor:
+        """``D' = 1 - U'`` (the authors' "inverse" flip-down matrix, used by CLASS)."""
+        return 1.0 - self.flipup_normalized
+
+    def instance_matrices(self, target: Tensor) -> Tensor:
+        """Instance correlation matrices ``(N, K, K)`` for targets ``(N, K)``."""
+        if target.ndim != 2 or target.shape[1] != self.num_labels:
+            raise fail("Correlations.instance_matrices", "target", f"of shape (N, {self.num_labels})", target)
+        return instance_correlation_matrices(self.flipup_normalized, target)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": _FORMAT,
+            "flipup": self.flipup.double().tolist(),
+            "eps": self.eps,
+            "num_samples": self.num_samples,
+            "label_names": list(self.label_names),
+            "flipdown_measured": None if self.flipdown_measured is None else self.flipdown_measured.double().tolist(),
+            "model_fingerprint": self.model_fingerprint,
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Correlations:
+        if not isinstance(data, dict) or data.get("format") != _FORMAT:
+            raise LabelflipError(
+                f"Correlations.from_dict: not a labelflip correlations artefact (expected format {_FORMAT!r}). "
+                "Fix: load a file written by Correlations.save()."
+            )
+        try:
+            down = data.get("flipdown_measured")
+            return cls(
+                flipup=torch.tensor(data["flipup"], dtype=torch.float64),
+                eps=float(data["eps"]),
+                num_samples=int(data["num_samples"]),
+                label_names=list(data.get("label_names", [])),
+                flipdown_measured=None if down is None else torch.tensor(down, dtype=torch.float64),
+                model_fingerprint=data.get("model_fingerprint"),
+                seed=data.get("seed"),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise LabelflipError(f"Correlations.from_dict: malformed artefact ({exc}). Fix: re-create it.") from exc
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict()))
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Correlations:
+        path = Path(path)
+        if not path.is_file():
+            raise fail(
+                "Correlations.load",
+                "path",
+                "an existing correlations JSON file",
+                str(path),
+                "create one with `labelflip correlations` or measure_correlations(...).save(path).",
+            )
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise LabelflipError(f"Correlations.load: {path} is not valid JSON ({exc}). Fix: re-create it.") from exc
+        return cls.from_dict(data)
+
+
+def measure_correlations(
+    model: nn.Module | MultiLabelModel,
+    x: Tensor,
+    *,
+    eps: float = 0.005,
+    y: Tensor | None = None,
+    measure_flipdown: bool = False,
+    label_names: list[str] | None = None,
+    model_fingerprint: str | None = None,
+    seed: int | None = None,
+    batch_size: int = 256,
+    progress: Callable[[int, int], None] | None = None,
+) -> Correlations:
+    """Flip-up matrix (and optionally the measured flip-down matrix) as a :class:`Correlations` artefact.
+
+    Args:
+        x: ``n`` images (the paper: 100); use held-out data.
+        y: ground truth ``(n, K)`` selecting the images of each label's flip-down row (optional).
+    """
+    up = flipup_matrix(model, x, eps=eps, batch_size=batch_size, progress=progress)
+    down = None
+    if measure_flipdown:
+        down, _ = flipdown_matrix(model, x, y, eps=eps, batch_size=batch_size)
+    return Correlations(
+        flipup=up,
+        eps=float(eps),
+        num_samples=int(x.shape[0]),
+        label_names=list(label_names or []),
+        flipdown_measured=down,
+        model_fingerprint=model_fingerprint,
+        seed=seed,
+    )
