@@ -21,13 +21,16 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from labelflip._validation import LabelflipError, check_choice, check_int, did_you_mean, fail
-from labelflip.attacks.mifgsm import MIFGSM
+from labelflip._validation import LabelflipError, check_choice, check_int, fail
+from labelflip.attackability import label_attackability
 from labelflip.attacks.result import AttackResult
-from labelflip.losses import SLAMLoss, create_loss, list_losses
+from labelflip.correlation import Correlations, measure_correlations
+from labelflip.methods import MethodSpec, build_attack, parse_method
 from labelflip.model import MultiLabelModel
+from labelflip.plots import plot_attackability, plot_correlations, plot_profile, plot_targets_vs_flips
 from labelflip.profile import Profile, probe_profile
 from labelflip.tables import FlipTable, flip_table
+from labelflip.targets_vs_flips import targets_vs_flips
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Multi-label maximum-flip attacks (SLAM/CLASS).")
 # Off a terminal (logs, CI, pipes) rich would wrap tables at 80 columns; give them room instead.
@@ -128,21 +131,51 @@ def _run_methods(
     model: MultiLabelModel,
     x: torch.Tensor,
     budgets: list[float],
-    losses: list[str],
-    profile: Profile | None,
-    batch_size: int | None,
+    methods: list[MethodSpec],
     prog: Progress,
     label: str,
-    norm: str = "linf",
+    *,
+    profile: Profile | None = None,
+    correlations: Correlations | None = None,
+    seed: int = 0,
+    **mifgsm: object,
 ) -> dict[str, AttackResult]:
     results: dict[str, AttackResult] = {}
-    task = prog.add_task(f"{label}: attacks", total=len(losses))
-    for name in losses:
-        loss = SLAMLoss(profile=profile) if name == "slam" else create_loss(name)
-        row = name.upper() if name in ("bce", "slam", "mse") else name.capitalize()
-        results[row] = MIFGSM(model, loss, norm=norm, batch_size=batch_size)(x, budgets)
+    task = prog.add_task(f"{label}: attacks", total=len(methods))
+    for spec in methods:
+        attack = build_attack(spec, model, profile=profile, correlations=correlations, seed=seed, **mifgsm)
+        results[spec.label] = attack(x, budgets)
         prog.advance(task)
+        if not err_console.is_terminal:
+            err_console.print(f"{label}: {spec.label} done")
     return results
+
+
+def _parse_methods(text: str) -> list[MethodSpec]:
+    specs = [parse_method(t) for t in text.split(",") if t.strip()]
+    if not specs:
+        raise fail("labelflip", "--methods", "a comma-separated list of methods", text, "e.g. bce,slam,class:0")
+    return specs
+
+
+def _analysis_inputs(data, model: MultiLabelModel, fingerprint: str, methods: list[MethodSpec], spec, *,
+                     norm: str, seed: int, profile_path: Path | None, correlations_path: Path | None,
+                     profile_samples: int, corr_samples: int, eps_corr: float, out: Path | None = None):  # fmt: skip
+    """Load or measure the profile and correlations that the methods and budgets need (validation split)."""
+    prof = Profile.load(profile_path) if profile_path is not None else None
+    if prof is None and (any(m.needs_profile for m in methods) or any(pct for _, pct in spec)):
+        xv, _ = _samples(data.val, min(profile_samples, len(data.val)), seed)
+        prof = probe_profile(model, xv, norm=norm, model_fingerprint=fingerprint, seed=seed)
+        if out is not None:
+            prof.save(out / "profile.json")
+    corr = Correlations.load(correlations_path) if correlations_path is not None else None
+    if corr is None and any(m.needs_correlations for m in methods):
+        xc, _ = _samples(data.val, min(corr_samples, len(data.val)), seed + 1)
+        corr = measure_correlations(model, xc, eps=eps_corr, label_names=list(getattr(data, "label_names", []) or []),
+                                    model_fingerprint=fingerprint, seed=seed + 1)  # fmt: skip
+        if out is not None:
+            corr.save(out / "correlations.json")
+    return prof, corr
 
 
 def _fail_cleanly(exc: Exception) -> None:
@@ -156,28 +189,26 @@ def attack(
     split: Annotated[str, typer.Option(help="dataset split: train, val or test")] = "test",
     samples: Annotated[int, typer.Option(help="number of samples (seeded selection)")] = 64,
     budgets: Annotated[str, typer.Option(help="e.g. 0.002,0.01 or 5%,10%,100% or 'paper'")] = "paper",
-    loss: Annotated[str, typer.Option(help="comma-separated losses: " + ", ".join(list_losses()))] = "bce,linear,slam",
+    methods: Annotated[
+        str | None,
+        typer.Option(
+            help="comma-separated: bce, linear, hinge, mse, slam[:q], random, class:<gamma>, "
+            "class-raw:<gamma>, top-n:<n>"
+        ),
+    ] = None,
+    loss: Annotated[str | None, typer.Option(help="alias of --methods")] = None,
     norm: Annotated[str, typer.Option(help="linf or l2")] = "linf",
-    profile: Annotated[Path | None, typer.Option(help="flip profile JSON (for SLAM and % budgets)")] = None,
-    seed: Annotated[int, typer.Option(help="sample-selection seed")] = 0,
+    profile: Annotated[Path | None, typer.Option(help="flip profile JSON (else probed on the val split)")] = None,
+    correlations: Annotated[Path | None, typer.Option(help="correlations JSON (else measured on val)")] = None,
+    eps_corr: Annotated[float, typer.Option(help="budget of the correlation attacks")] = 0.005,
+    seed: Annotated[int, typer.Option(help="sample-selection and random-subset seed")] = 0,
     batch_size: Annotated[int | None, typer.Option(help="attack batch size (memory)")] = None,
     markdown: Annotated[Path | None, typer.Option(help="also write the table as Markdown here")] = None,
 ) -> None:
-    """Attack a model at a list of budgets and print mean ± std flips per loss."""
+    """Attack a model at a list of budgets and print mean ± std flips per method."""
     try:
         # Validate every option before loading (or training) a model.
-        losses = [s.strip().lower() for s in loss.split(",") if s.strip()]
-        if not losses:
-            raise fail("labelflip attack", "--loss", "a comma-separated list of losses", loss)
-        for name in losses:
-            if name not in list_losses():
-                raise fail(
-                    "labelflip attack",
-                    "--loss",
-                    "losses from " + ", ".join(list_losses()),
-                    name,
-                    "pick registered losses." + did_you_mean(name, list_losses()),
-                )
+        specs = _parse_methods(methods or loss or "bce,linear,slam")
         check_choice("labelflip attack", "--split", split, ("train", "val", "test"))
         check_choice("labelflip attack", "--norm", norm, ("linf", "l2"))
         check_int("labelflip attack", "--samples", samples, low=1)
@@ -185,14 +216,15 @@ def attack(
         built = _load_builtin(model)
         data = _dataset()
         wrapped = MultiLabelModel(built.module)
-        prof = Profile.load(profile) if profile is not None else None
-        if prof is None and ("slam" in losses or any(pct for _, pct in spec)):
-            xv, _ = _samples(data.val, min(100, len(data.val)), seed)
-            prof = probe_profile(wrapped, xv, norm=norm, model_fingerprint=built.fingerprint, seed=seed)
+        prof, corr = _analysis_inputs(
+            data, wrapped, built.fingerprint, specs, spec, norm=norm, seed=seed, profile_path=profile,
+            correlations_path=correlations, profile_samples=100, corr_samples=100, eps_corr=eps_corr,
+        )  # fmt: skip
         eps, labels = _resolve_budgets(spec, prof)
         x, _ = _samples(getattr(data, split), samples, seed)
         with _progress() as prog:
-            results = _run_methods(wrapped, x, eps, losses, prof, batch_size, prog, model, norm)
+            results = _run_methods(wrapped, x, eps, specs, prog, model, profile=prof, correlations=corr, seed=seed,
+                                   norm=norm, batch_size=batch_size)  # fmt: skip
         table = flip_table(results, column_labels=labels)
     except LabelflipError as exc:
         _fail_cleanly(exc)
@@ -225,9 +257,10 @@ def profile_cmd(
         _fail_cleanly(exc)
         return
     prof.save(out)
+    plot_profile(prof, out.with_suffix(".png"))
     console.print(
         f"{model}: eps_max = {prof.eps_max:.5f} ({prof.stop_reason}), E(eps_max) = {prof.flips[-1]:.2f} of "
-        f"{prof.num_labels} labels; written to {out}"
+        f"{prof.num_labels} labels; written to {out} (plot: {out.with_suffix('.png')})"
     )
 
 
@@ -246,19 +279,138 @@ def _dataset():
     return zoo.default_dataset()
 
 
+@app.command("correlations")
+def correlations_cmd(
+    model: Annotated[str, typer.Option(help="built-in model name")] = "asl-cnn",
+    samples: Annotated[int, typer.Option(help="validation images (the paper: 100)")] = 100,
+    eps: Annotated[float, typer.Option(help="budget of the single-label attacks")] = 0.005,
+    flipdown: Annotated[bool, typer.Option(help="also measure the flip-down matrix")] = False,
+    seed: Annotated[int, typer.Option(help="sample-selection seed")] = 0,
+    out: Annotated[Path, typer.Option(help="correlations JSON (a heatmap PNG is written beside it)")] = Path(
+        "correlations.json"
+    ),
+) -> None:
+    """Measure the flip-up correlation matrix (Alg. 1), save it and plot it next to the co-occurrence."""
+    from labelflip.data import cooccurrence_matrix
+
+    try:
+        check_int("labelflip correlations", "--samples", samples, low=1)
+        built = _load_builtin(model)
+        data = _dataset()
+        xv, yv = _samples(data.val, samples, seed)
+        corr = measure_correlations(MultiLabelModel(built.module), xv, eps=eps, y=yv, measure_flipdown=flipdown,
+                                    label_names=list(data.label_names), model_fingerprint=built.fingerprint,
+                                    seed=seed)  # fmt: skip
+    except LabelflipError as exc:
+        _fail_cleanly(exc)
+        return
+    corr.save(out)
+    png = plot_correlations(corr, out.with_suffix(".png"), cooccurrence=cooccurrence_matrix(data.train.y))
+    diag = corr.flipup.diagonal()
+    console.print(
+        f"{model}: flip-up matrix {corr.num_labels}x{corr.num_labels} at eps={eps} over {samples} images; attacked "
+        f"label rises by {float(diag.mean()):.3f} on average; written to {out} (heatmap: {png})"
+    )
+
+
+@app.command("attackability")
+def attackability_cmd(
+    model: Annotated[str, typer.Option(help="built-in model name")] = "asl-cnn",
+    eps: Annotated[float, typer.Option(help="budget of the single-label attacks")] = 0.01,
+    per_label: Annotated[int, typer.Option(help="images per label and direction (the paper: 100)")] = 100,
+    images: Annotated[int, typer.Option(help="training images scanned for eligible ones")] = 2000,
+    out: Annotated[Path, typer.Option(help="attackability JSON (a bar plot PNG is written beside it)")] = Path(
+        "attackability.json"
+    ),
+) -> None:
+    """Per-label flip-up / flip-down attackability and its correlations with confidence and frequency (Table II)."""
+    try:
+        check_int("labelflip attackability", "--images", images, low=1)
+        built = _load_builtin(model)
+        data = _dataset()
+        n = min(images, len(data.train))
+        att = label_attackability(MultiLabelModel(built.module), data.train.x[:n], data.train.y[:n], eps=eps,
+                                  n_per_label=per_label, frequency=data.train.label_frequencies(),
+                                  label_names=list(data.label_names), model_fingerprint=built.fingerprint)  # fmt: skip
+    except LabelflipError as exc:
+        _fail_cleanly(exc)
+        return
+    att.save(out)
+    png = plot_attackability(att, out.with_suffix(".png"))
+    console.print(f"[bold]{model}[/]: per-label attackability at eps={eps} (Table II; * = p > 0.05)")
+    console.print(att.table_markdown("pearson"))
+    console.print(att.table_markdown("spearman"))
+    for note in att.notes:
+        console.print(f"note: {note}")
+    console.print(f"written to {out} (plot: {png})")
+
+
+@app.command("targets-vs-flips")
+def targets_vs_flips_cmd(
+    model: Annotated[str, typer.Option(help="built-in model name")] = "asl-cnn",
+    samples: Annotated[int, typer.Option(help="test samples")] = 32,
+    fractions: Annotated[str, typer.Option(help="budgets as fractions of eps_max")] = "0.1,0.3,0.6",
+    step: Annotated[int, typer.Option(help="step between numbers of targets")] = 2,
+    seed: Annotated[int, typer.Option(help="sample-selection seed")] = 0,
+    out: Annotated[Path, typer.Option(help="plot PNG (a Markdown table is written beside it)")] = Path(
+        "targets-vs-flips.png"
+    ),
+) -> None:
+    """Flips vs number of closest-to-threshold targets at several budgets (Fig. 7); prints flips_opt / t_opt."""
+    try:
+        fr = [float(f) for f in fractions.split(",") if f.strip()] if _is_number_list(fractions) else None
+        if not fr or any(f <= 0 for f in fr):
+            raise fail("labelflip targets-vs-flips", "--fractions", "comma-separated positive numbers", fractions)
+        check_int("labelflip targets-vs-flips", "--step", step, low=1)
+        built = _load_builtin(model)
+        data = _dataset()
+        wrapped = MultiLabelModel(built.module)
+        xv, _ = _samples(data.val, min(100, len(data.val)), seed)
+        prof = probe_profile(wrapped, xv, model_fingerprint=built.fingerprint, seed=seed)
+        x, _ = _samples(data.test, samples, seed)
+        k = data.train.num_labels
+        tvf = targets_vs_flips(wrapped, x, [f * prof.eps_max for f in fr], list(range(0, k + 1, step)))
+    except LabelflipError as exc:
+        _fail_cleanly(exc)
+        return
+    plot_targets_vs_flips(tvf, out)
+    out.with_suffix(".md").write_text(tvf.to_markdown() + "\n")
+    console.print(tvf.to_markdown())
+    console.print(f"flips_opt / t_opt per budget: {', '.join(f'{r:.2f}' for r in tvf.ratios())} (paper: about 0.6)")
+
+
+def _is_number_list(text: str) -> bool:
+    try:
+        [float(f) for f in text.split(",") if f.strip()]
+    except ValueError:
+        return False
+    return True
+
+
+DEMO_METHODS = "bce,linear,slam,random,class:0,class:0.5,class:1"
+
+
 @app.command()
 def demo(
-    samples: Annotated[int, typer.Option(help="test samples attacked per model")] = 64,
-    profile_samples: Annotated[int, typer.Option(help="validation samples for the flip profile")] = 64,
+    samples: Annotated[int, typer.Option(help="test samples attacked per model")] = 48,
+    profile_samples: Annotated[int, typer.Option(help="validation samples for the flip profile")] = 48,
+    corr_samples: Annotated[int, typer.Option(help="validation samples for the correlation matrix")] = 32,
+    methods: Annotated[str, typer.Option(help="methods (see `labelflip attack --help`)")] = DEMO_METHODS,
     models_: Annotated[str, typer.Option("--models", help="comma-separated built-in models")] = "asl-cnn,q2l-cnn",
-    out: Annotated[Path, typer.Option(help="output directory for tables and profiles")] = Path("labelflip-runs/demo"),
+    out: Annotated[Path, typer.Option(help="output directory for tables, artefacts and plots")] = Path(
+        "labelflip-runs/demo"
+    ),
     seed: Annotated[int, typer.Option(help="sample-selection seed")] = 0,
 ) -> None:
-    """Train-if-needed both built-in models, then BCE / Linear / SLAM over the paper's budget grid."""
+    """Train-if-needed both built-in models; probe profiles and correlations; run BCE, Linear, SLAM, random
+    subsets and CLASS (gamma 0 / 0.5 / 1) over the paper's budget grid (5-100 % of eps_max)."""
+    from labelflip.data import cooccurrence_matrix
+
     logging.basicConfig(level=logging.WARNING)
     start = time.perf_counter()
-    out.mkdir(parents=True, exist_ok=True)
     try:
+        specs = _parse_methods(methods)
+        out.mkdir(parents=True, exist_ok=True)
         data = _dataset()
         for name in [m.strip() for m in models_.split(",") if m.strip()]:
             built = _load_builtin(name)
@@ -269,24 +421,34 @@ def demo(
                 f"{metrics.get('test_micro_f1', float('nan')):.3f}, macro-F1 "
                 f"{metrics.get('test_macro_f1', float('nan')):.3f}  (fingerprint {built.fingerprint})"
             )
-            xv, _ = _samples(data.val, profile_samples, seed)
-            prof = probe_profile(wrapped, xv, model_fingerprint=built.fingerprint, seed=seed)
-            prof.save(out / f"profile-{name}.json")
+            mdir = out / name
+            mdir.mkdir(parents=True, exist_ok=True)
+            prof, corr = _analysis_inputs(
+                data, wrapped, built.fingerprint, specs, _budget_spec("paper"), norm="linf", seed=seed,
+                profile_path=None, correlations_path=None, profile_samples=profile_samples,
+                corr_samples=corr_samples, eps_corr=0.005, out=mdir,
+            )  # fmt: skip
+            plot_profile(prof, mdir / "profile.png", title=f"{name}: flip profile")
             console.print(
                 f"  flip profile: eps_max = {prof.eps_max:.5f} ({prof.stop_reason}), "
                 f"E(eps_max) = {prof.flips[-1]:.2f} of {prof.num_labels} labels"
             )
+            if corr is not None:
+                plot_correlations(corr, mdir / "correlations.png", cooccurrence=cooccurrence_matrix(data.train.y),
+                                  title=f"{name}: label correlations")  # fmt: skip
+                console.print(f"  correlations: attacked label rises by {float(corr.flipup.diagonal().mean()):.3f} "
+                              f"at eps = {corr.eps} ({corr.num_samples} images)")  # fmt: skip
             eps, labels = _resolve_budgets(_budget_spec("paper"), prof)
             x, _ = _samples(data.test, samples, seed)
             with _progress() as prog:
-                results = _run_methods(wrapped, x, eps, ["bce", "linear", "slam"], prof, None, prog, name)
+                results = _run_methods(wrapped, x, eps, specs, prog, name, profile=prof, correlations=corr, seed=seed)
             table = flip_table(results, column_labels=labels)
-            (out / f"flips-{name}.md").write_text(table.to_markdown() + "\n")
+            (mdir / "flips.md").write_text(table.to_markdown() + "\n")
             console.print(_render(table, f"{name}: mean ± std (population) flips over {samples} test samples, L-inf"))
     except LabelflipError as exc:
         _fail_cleanly(exc)
         return
-    console.print(f"demo finished in {time.perf_counter() - start:.1f} s; tables and profiles in {out}/")
+    console.print(f"demo finished in {time.perf_counter() - start:.1f} s; tables, artefacts and plots in {out}/")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -194,9 +194,11 @@ class MultiLabelModel(nn.Module):
             out = torch.logit(out.clamp(1e-6, 1 - 1e-6))
         return out
 
+    @torch.no_grad()
     def probabilities(self, x: Tensor) -> Tensor:
-        """Sigmoid confidences ``(N, K)`` in ``[0, 1]``."""
-        return torch.sigmoid(self(x))
+        """Sigmoid confidences ``(N, K)`` in ``[0, 1]``, in eval mode (previous modes restored)."""
+        with self.eval_mode():
+            return torch.sigmoid(self(x))
 
     def predict_from_probabilities(self, probs: Tensor) -> Tensor:
         """Boolean predictions ``probs > threshold`` (strict), shape ``(N, K)``."""
@@ -205,8 +207,7 @@ class MultiLabelModel(nn.Module):
     @torch.no_grad()
     def predict(self, x: Tensor) -> Tensor:
         """Boolean predictions ``(N, K)`` in eval mode."""
-        with self.eval_mode():
-            return self.predict_from_probabilities(self.probabilities(x))
+        return self.predict_from_probabilities(self.probabilities(x))
 
     # ------------------------------------------------------------------ modes
     @contextlib.contextmanager

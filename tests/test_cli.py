@@ -21,10 +21,21 @@ def tiny_zoo(monkeypatch: pytest.MonkeyPatch) -> None:
         def __len__(self) -> int:
             return self.x.shape[0]
 
+        @property
+        def num_labels(self) -> int:
+            return self.y.shape[1]
+
+        def label_frequencies(self) -> torch.Tensor:
+            return self.y.mean(0)
+
+    def labels(n: int, seed: int) -> torch.Tensor:
+        return (torch.rand(n, 8, generator=torch.Generator().manual_seed(seed)) < 0.4).float()
+
     data = SimpleNamespace(
-        train=Split(x=make_inputs(8, seed=1), y=torch.zeros(8, 8)),
-        val=Split(x=make_inputs(12, seed=2), y=torch.zeros(12, 8)),
-        test=Split(x=make_inputs(10, seed=3), y=torch.zeros(10, 8)),
+        train=Split(x=make_inputs(16, seed=1), y=labels(16, 1)),
+        val=Split(x=make_inputs(12, seed=2), y=labels(12, 2)),
+        test=Split(x=make_inputs(10, seed=3), y=labels(10, 3)),
+        label_names=[f"l{i}" for i in range(8)],
     )
     loaded: list[str] = []
 
@@ -65,13 +76,41 @@ def test_profile_command_writes_json(tiny_zoo, tmp_path) -> None:
 
 
 def test_demo_runs_both_models(tiny_zoo, tmp_path) -> None:
-    res = runner.invoke(cli.app, ["demo", "--samples", "4", "--profile-samples", "8", "--out", str(tmp_path)])
+    args = ["demo", "--samples", "4", "--profile-samples", "8", "--corr-samples", "3", "--out", str(tmp_path)]
+    res = runner.invoke(cli.app, args)
     assert res.exit_code == 0, res.output
     assert tiny_zoo == ["asl-cnn", "q2l-cnn"]
     for name in tiny_zoo:
-        assert (tmp_path / f"flips-{name}.md").is_file()
-        assert (tmp_path / f"profile-{name}.json").is_file()
-    assert "SLAM" in res.output and "demo finished" in res.output
+        for f in ("flips.md", "profile.json", "profile.png", "correlations.json", "correlations.png"):
+            assert (tmp_path / name / f).is_file(), f
+        table = (tmp_path / name / "flips.md").read_text()
+        for row in ("BCE", "Linear", "SLAM", "Random", "CLASS(γ=0)", "CLASS(γ=0.5)", "CLASS(γ=1)"):
+            assert f"| {row} |" in table
+    assert "demo finished" in res.output
+
+
+def test_attack_with_subset_methods(tiny_zoo, tmp_path) -> None:
+    md = tmp_path / "t.md"
+    args = ["attack", "--samples", "4", "--budgets", "0.01,0.05", "--methods", "class:0,class-raw:0.5,random,top-n:2"]
+    res = runner.invoke(cli.app, [*args, "--markdown", str(md)])
+    assert res.exit_code == 0, res.output
+    text = md.read_text()
+    assert "CLASS(γ=0)" in text and "CLASS(γ=0.5, raw Z)" in text and "Random" in text and "Top-2" in text
+
+
+def test_correlations_attackability_and_targets_commands(tiny_zoo, tmp_path) -> None:
+    corr = tmp_path / "c.json"
+    res = runner.invoke(cli.app, ["correlations", "--samples", "3", "--flipdown", "--out", str(corr)])
+    assert res.exit_code == 0, res.output
+    assert corr.is_file() and corr.with_suffix(".png").is_file()
+    att = tmp_path / "a.json"
+    res = runner.invoke(cli.app, ["attackability", "--per-label", "2", "--images", "16", "--out", str(att)])
+    assert res.exit_code == 0, res.output
+    assert "attackability vs confidence" in res.output and att.with_suffix(".png").is_file()
+    tvf = tmp_path / "t.png"
+    res = runner.invoke(cli.app, ["targets-vs-flips", "--samples", "3", "--step", "4", "--out", str(tvf)])
+    assert res.exit_code == 0, res.output
+    assert tvf.is_file() and "flips_opt / t_opt" in res.output
 
 
 @pytest.mark.parametrize(
@@ -80,6 +119,9 @@ def test_demo_runs_both_models(tiny_zoo, tmp_path) -> None:
         (["attack", "--budgets", "abc"], "--budgets"),
         (["attack", "--split", "bogus"], "--split"),
         (["attack", "--loss", "bcee"], "Did you mean 'bce'"),
+        (["attack", "--methods", "class"], "class:<gamma in [0, 1]>"),
+        (["attack", "--methods", "top-n:1.5"], "top-n"),
+        (["targets-vs-flips", "--fractions", "a,b"], "--fractions"),
         (["attack", "--samples", "999"], "--samples"),
         (["attack", "--budgets", "0.01,-1"], "--budgets"),
     ],

@@ -352,24 +352,19 @@ class MIFGSM:
         t = (~clean_pred).to(x0.dtype) if target is None else target.to(x0.dtype)
         n_b = len(budgets)
         adv: list[Tensor | None] = [None] * n_b
-        # Sharing is exact only when no step depends on eps: the loss, the weights and (clip="step") the
-        # per-step projection would all break the prefix property at least at the float-rounding level.
-        shared = not self.loss.depends_on_eps and (weights is None or weights.ndim == 2) and self.clip == "final"
-        if shared:
-            # One trajectory for all budgets; checkpoint at each step count (prefix property).
-            order = sorted(range(n_b), key=lambda b: steps[b])
-            traj = _Trajectory(self, x0, t, weights, None, self._radius(max(budgets), x0), alpha)
-            for b in order:
-                while traj.k < steps[b]:
-                    traj.step()
-                adv[b] = traj.final(self._radius(budgets[b], x0))
-        else:
-            # eps-dependent loss (SLAM) or one weight matrix per budget: one trajectory per budget.
-            for b in range(n_b):
-                wb = weights[b] if weights is not None and weights.ndim == 3 else weights
-                radius = self._radius(budgets[b], x0)
+        shareable = not self.loss.depends_on_eps and self.clip == "final"
+        for group, wg in self._groups(budgets, weights):
+            if shareable:
+                # One trajectory for the group; checkpoint at each step count (prefix property).
+                traj = _Trajectory(self, x0, t, wg, None, self._radius(max(budgets[b] for b in group), x0), alpha)
+                for b in sorted(group, key=lambda b: steps[b]):
+                    while traj.k < steps[b]:
+                        traj.step()
+                    adv[b] = traj.final(self._radius(budgets[b], x0))
+            else:
+                (b,) = group
                 loss_eps = torch.full((x0.shape[0],), budgets[b], dtype=torch.float64)
-                traj = _Trajectory(self, x0, t, wb, loss_eps, radius, alpha)
+                traj = _Trajectory(self, x0, t, wg, loss_eps, self._radius(budgets[b], x0), alpha)
                 while traj.k < steps[b]:
                     traj.step()
                 adv[b] = traj.final()
@@ -390,6 +385,29 @@ class MIFGSM:
         if self.return_adv:
             out["x_adv"] = x_adv.detach().cpu()
         return out
+
+    def _groups(self, budgets: list[float], weights: Tensor | None) -> list[tuple[list[int], Tensor | None]]:
+        """Budgets that can share one trajectory, with their weights.
+
+        Sharing is exact only when no step depends on eps: an eps-dependent loss (SLAM) or ``clip="step"``
+        (per-step projection radius) gives every budget its own run. Otherwise budgets with identical weights
+        share (all of them without per-budget weights; e.g. the k = K "*" cells of a subset attack).
+        """
+        if self.loss.depends_on_eps or self.clip == "step":
+            return [
+                ([b], weights[b] if weights is not None and weights.ndim == 3 else weights) for b in range(len(budgets))
+            ]
+        if weights is None or weights.ndim == 2:
+            return [(list(range(len(budgets))), weights)]
+        groups: list[tuple[list[int], Tensor]] = []
+        for b in range(len(budgets)):
+            for members, w in groups:
+                if torch.equal(w, weights[b]):
+                    members.append(b)
+                    break
+            else:
+                groups.append(([b], weights[b]))
+        return groups
 
     def _radius(self, eps: float, x0: Tensor) -> Tensor:
         return torch.full((x0.shape[0],), eps, device=x0.device)
