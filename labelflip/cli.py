@@ -451,5 +451,97 @@ def demo(
     console.print(f"demo finished in {time.perf_counter() - start:.1f} s; tables, artefacts and plots in {out}/")
 
 
+study_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Run a whole study from one YAML spec.")
+app.add_typer(study_app, name="study")
+
+
+class _LineProgress:
+    """Progress that is a rich bar on a terminal and one plain line per unit of work elsewhere."""
+
+    def __init__(self) -> None:
+        self.prog = _progress()
+        self.tasks: dict[str, object] = {}
+
+    def __enter__(self) -> _LineProgress:
+        self.prog.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.prog.__exit__(*exc)
+
+    def __call__(self, label: str, done: int, total: int) -> None:
+        if err_console.is_terminal:
+            if label not in self.tasks:
+                self.tasks[label] = self.prog.add_task(label, total=total)
+            self.prog.update(self.tasks[label], completed=done)
+        else:
+            err_console.print(f"{label}: {done}/{total}", highlight=False)
+
+
+@study_app.command("run")
+def study_run(
+    spec_path: Annotated[Path | None, typer.Argument(help="study spec YAML (defaults apply to missing keys)")] = None,
+    out: Annotated[str | None, typer.Option(help="output directory (overrides the spec)")] = None,
+    samples: Annotated[int | None, typer.Option(help="number of samples (overrides samples.count)")] = None,
+    models_: Annotated[str | None, typer.Option("--models", help="comma-separated built-in models")] = None,
+    methods: Annotated[str | None, typer.Option(help="comma-separated methods (overrides the spec)")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override any key: --set profile.samples=50")] = None,
+    report: Annotated[bool, typer.Option(help="write statistics, tables, figures and the HTML report")] = True,
+) -> None:
+    """Run (or resume) a study; an interrupted run continues where it stopped when run again."""
+    from labelflip.study import load_spec
+    from labelflip.study.runner import run_study
+
+    logging.basicConfig(level=logging.WARNING)
+    overrides: dict[str, object] = {"output": out}
+    if samples is not None:
+        overrides["samples"] = {"count": samples}
+    if models_ is not None:
+        overrides["models"] = [m.strip() for m in models_.split(",") if m.strip()]
+    if methods is not None:
+        overrides["methods"] = [m.strip() for m in methods.split(",") if m.strip()]
+    start = time.perf_counter()
+    try:
+        spec = load_spec(spec_path, overrides=overrides, sets=set_ or [])
+        console.print(f"study [bold]{spec.name}[/] -> {spec.output} (config hash {spec.config_hash()})")
+        with _LineProgress() as prog:
+            ctx = run_study(spec, progress=prog)
+        if report:
+            from labelflip.report.study_report import build_report
+
+            path = build_report(ctx)
+            console.print(f"report: {path}")
+    except LabelflipError as exc:
+        _fail_cleanly(exc)
+        return
+    except KeyboardInterrupt:
+        err_console.print("interrupted: every finished unit is stored; run the same command again to resume.")
+        raise typer.Exit(code=130) from None
+    console.print(f"study finished in {time.perf_counter() - start:.1f} s")
+
+
+@study_app.command("export")
+def study_export(
+    out: Annotated[Path, typer.Argument(help="the study's output directory")],
+    fmt: Annotated[str, typer.Option("--format", help="csv or parquet")] = "csv",
+) -> None:
+    """Export every stored row (one per sample x budget x method x seed) to CSV or Parquet."""
+    from labelflip.study.store import ResultsStore
+
+    try:
+        check_choice("labelflip study export", "--format", fmt, ("csv", "parquet"))
+        db = out / "results.sqlite"
+        if not db.is_file():
+            raise fail("labelflip study export", "out", "a study output directory with results.sqlite", str(out))
+        with ResultsStore(db) as store:
+            path = (
+                store.export_csv(out / "results.csv") if fmt == "csv" else store.export_parquet(out / "results.parquet")
+            )
+    except LabelflipError as exc:
+        _fail_cleanly(exc)
+        return
+    console.print(f"written {path}")
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app(sys.argv[1:])

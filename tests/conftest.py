@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from labelflip.model import MultiLabelModel
+from tests.chromium_support import chromium  # noqa: F401  (session fixture)
 
 K = 6
 

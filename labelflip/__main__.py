@@ -1,0 +1,5 @@
+"""``python -m labelflip``: the command line."""
+
+from labelflip.cli import main
+
+main()

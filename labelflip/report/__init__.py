@@ -1,0 +1,1 @@
+"""Study reports: per-cell statistics (paired tests, Holm correction) and table renderers."""

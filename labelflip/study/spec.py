@@ -1,0 +1,266 @@
+"""Study specification: one YAML file (validated) describes a whole evaluation (seed paper §VI).
+
+Precedence: command-line overrides > the YAML file > defaults. Example::
+
+    name: my-study
+    output: labelflip-runs/my-study
+    models:
+      - asl-cnn                                   # a built-in model
+      - name: mine                                # your own: a factory "module:callable" or "file.py:callable"
+        factory: mypkg.models:build               # returning an nn.Module with logits (N, K)
+        weights: mine.safetensors                 # optional, loaded safely (safetensors)
+        mean: [0.485, 0.456, 0.406]               # optional normalisation inside the wrapper
+        std: [0.229, 0.224, 0.225]
+    dataset: {name: synthetic, split: test}       # split attacked; profile/correlations use "val"
+    samples: {count: 100, seed: 0}
+    budgets: {fractions: [0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0]}   # of eps_max; or {absolute: [0.004, 0.008]}
+    norm: linf
+    methods: [bce, linear, slam, random, "class:0", "class:0.5", "class:1"]
+    baseline: bce
+    seeds: [0]                                    # seeds of stochastic methods (random subsets)
+    profile: {samples: 100, interval: 10, order: 4, curve: max}
+    correlations: {samples: 100, eps: 0.005}
+
+The **config hash** covers everything that changes results (everything but the name, the output directory
+and the report options; the chunk size defines the units of work and their batches, so it is included): a
+stored study refuses to resume under a different hash.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from labelflip._validation import LabelflipError, did_you_mean, fail
+from labelflip.methods import parse_method
+
+__all__ = ["DEFAULTS", "ModelEntry", "StudySpec", "load_spec"]
+
+DEFAULTS: dict[str, Any] = {
+    "name": "study",
+    "output": "labelflip-runs/study",
+    "models": ["asl-cnn"],
+    "dataset": {"name": "synthetic", "split": "test", "config": {}},
+    "samples": {"count": 100, "seed": 0},
+    "budgets": {"fractions": [0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0]},
+    "norm": "linf",
+    "methods": ["bce", "linear", "slam", "random", "class:0", "class:0.5", "class:1"],
+    "baseline": "bce",
+    "seeds": [0],
+    "profile": {"samples": 100, "interval": 10, "order": 4, "curve": "max"},
+    "correlations": {"samples": 100, "eps": 0.005},
+    "chunk": 16,
+    "report": {"examples": 4},
+}
+_NOT_HASHED = ("name", "output", "report")
+_OWNER = "study spec"
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A model of the study: a built-in name, or a user factory with optional weights and wrapper options."""
+
+    name: str
+    factory: str | None = None
+    weights: str | None = None
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    threshold: float = 0.5
+
+
+@dataclass
+class StudySpec:
+    """A validated study specification (see the module docstring for the YAML layout)."""
+
+    name: str
+    output: str
+    models: list[ModelEntry]
+    dataset: dict[str, Any]
+    samples: dict[str, int]
+    budgets: dict[str, list[float]]
+    norm: str
+    methods: list[str]
+    baseline: str
+    seeds: list[int]
+    profile: dict[str, Any]
+    correlations: dict[str, Any]
+    chunk: int
+    report: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["models"] = [asdict(m) for m in self.models]
+        return d
+
+    def config_hash(self) -> str:
+        """sha256 (16 hex) of the canonical JSON of everything that changes results."""
+        d = {k: v for k, v in self.to_dict().items() if k not in _NOT_HASHED}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def method_specs(self):
+        return [parse_method(m) for m in self.methods]
+
+    @property
+    def baseline_label(self) -> str:
+        return parse_method(self.baseline).label
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """Overlay ``over`` on ``base``; sections merge key by key (unknown keys are errors), ``budgets`` is replaced."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if key not in base:
+            raise fail(_OWNER, str(key), "a known key: " + ", ".join(sorted(base)), key,
+                       "check the spelling." + did_you_mean(str(key), base))  # fmt: skip
+        if isinstance(base[key], dict) and key != "budgets":
+            if not isinstance(value, Mapping):
+                raise fail(_OWNER, key, "a mapping with keys " + ", ".join(sorted(base[key])), value)
+            for sub in value:
+                if sub not in base[key]:
+                    raise fail(_OWNER, f"{key}.{sub}", "a known key: " + ", ".join(sorted(base[key])), sub,
+                               "check the spelling." + did_you_mean(str(sub), base[key]))  # fmt: skip
+            out[key] = {**out[key], **copy.deepcopy(dict(value))}
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _set_override(d: dict[str, Any], dotted: str, raw: str) -> None:
+    """Apply ``a.b=value`` (value parsed as YAML: numbers, lists, strings)."""
+    import yaml
+
+    keys = dotted.split(".")
+    node = d
+    for key in keys[:-1]:
+        if key not in node or not isinstance(node[key], dict):
+            raise fail(_OWNER, "--set", f"a dotted path into the spec (no {key!r} section)", dotted)
+        node = node[key]
+    if keys[-1] not in node and keys[:2] != ["dataset", "config"]:
+        raise fail(_OWNER, "--set", "an existing key", dotted, "check the spelling." + did_you_mean(keys[-1], node))
+    node[keys[-1]] = yaml.safe_load(raw)
+
+
+def _models(value: Any) -> list[ModelEntry]:
+    if not isinstance(value, list) or not value:
+        raise fail(_OWNER, "models", "a non-empty list of built-in names or {name, factory, ...} entries", value)
+    out = []
+    for item in value:
+        if isinstance(item, str):
+            out.append(ModelEntry(name=item))
+        elif isinstance(item, Mapping) and isinstance(item.get("name"), str):
+            unknown = set(item) - {"name", "factory", "weights", "mean", "std", "threshold"}
+            if unknown:
+                raise fail(
+                    _OWNER, "models", "entries with name, factory, weights, mean, std, threshold", sorted(unknown)
+                )
+            out.append(ModelEntry(**{k: item[k] for k in item}))
+        else:
+            raise fail(_OWNER, "models", "built-in names or mappings with a 'name'", item)
+    names = [m.name for m in out]
+    if len(set(names)) != len(names):
+        raise fail(_OWNER, "models", "unique names", names)
+    return out
+
+
+def _floats(value: Any, param: str, *, positive: bool = False) -> list[float]:
+    if not isinstance(value, list) or not value or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                           for v in value):  # fmt: skip
+        raise fail(_OWNER, param, "a non-empty list of numbers", value)
+    if any(v < 0 or (positive and v == 0) for v in value):
+        raise fail(_OWNER, param, "positive numbers" if positive else "non-negative numbers", value)
+    return [float(v) for v in value]
+
+
+def _validate(d: dict[str, Any]) -> StudySpec:
+    def integer(value: Any, param: str, low: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise fail(_OWNER, param, f"an int >= {low}", value)
+        return value
+
+    if not isinstance(d["name"], str) or not d["name"]:
+        raise fail(_OWNER, "name", "a non-empty string", d["name"])
+    if not isinstance(d["output"], str) or not d["output"]:
+        raise fail(_OWNER, "output", "a directory path", d["output"])
+    ds = d["dataset"]
+    if ds.get("name") != "synthetic":
+        raise fail(
+            _OWNER, "dataset.name", "'synthetic' (the built-in dataset; more loaders are planned)", ds.get("name")
+        )
+    if ds.get("split") not in ("train", "val", "test"):
+        raise fail(_OWNER, "dataset.split", "one of train, val, test", ds.get("split"))
+    if not isinstance(ds.get("config", {}), Mapping):
+        raise fail(_OWNER, "dataset.config", "a mapping of SyntheticConfig fields", ds.get("config"))
+    samples = {"count": integer(d["samples"].get("count"), "samples.count", 2),
+               "seed": integer(d["samples"].get("seed"), "samples.seed", 0)}  # fmt: skip
+    budgets = d["budgets"]
+    if set(budgets) not in ({"fractions"}, {"absolute"}):
+        raise fail(_OWNER, "budgets", "either {fractions: [...]} (of eps_max) or {absolute: [...]}", budgets)
+    key = next(iter(budgets))
+    budgets = {key: _floats(budgets[key], f"budgets.{key}")}
+    if d["norm"] not in ("linf", "l2"):
+        raise fail(_OWNER, "norm", "'linf' or 'l2'", d["norm"])
+    if not isinstance(d["methods"], list) or not d["methods"]:
+        raise fail(_OWNER, "methods", "a non-empty list of method specs", d["methods"])
+    methods = [str(parse_method(str(m))) for m in d["methods"]]
+    if len(set(methods)) != len(methods):
+        raise fail(_OWNER, "methods", "unique methods", d["methods"])
+    baseline = str(parse_method(str(d["baseline"])))
+    if baseline not in methods:
+        raise fail(_OWNER, "baseline", "one of the study's methods", d["baseline"], f"add it to methods: {methods}.")
+    seeds = d["seeds"]
+    if not isinstance(seeds, list) or not seeds or len(set(map(str, seeds))) != len(seeds):
+        raise fail(_OWNER, "seeds", "a non-empty list of distinct ints >= 0", seeds)
+    seeds = [integer(s, "seeds", 0) for s in seeds]
+    prof = d["profile"]
+    if prof.get("curve") not in ("max", "bce"):
+        raise fail(_OWNER, "profile.curve", "'max' or 'bce'", prof.get("curve"))
+    profile = {"samples": integer(prof.get("samples"), "profile.samples", 2),
+               "interval": integer(prof.get("interval"), "profile.interval", 1),
+               "order": integer(prof.get("order"), "profile.order", 1), "curve": prof["curve"]}  # fmt: skip
+    corr = d["correlations"]
+    eps = corr.get("eps")
+    if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not eps > 0:
+        raise fail(_OWNER, "correlations.eps", "a number > 0", eps)
+    correlations = {"samples": integer(corr.get("samples"), "correlations.samples", 1), "eps": float(eps)}
+    return StudySpec(
+        name=d["name"], output=d["output"], models=_models(d["models"]), dataset=dict(ds), samples=samples,
+        budgets=budgets, norm=d["norm"], methods=methods, baseline=baseline, seeds=seeds, profile=profile,
+        correlations=correlations, chunk=integer(d["chunk"], "chunk", 1), report=dict(d["report"]),
+    )  # fmt: skip
+
+
+def load_spec(
+    path: str | Path | None = None,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    sets: Sequence[str] = (),
+) -> StudySpec:
+    """Defaults < YAML file < ``overrides`` (top-level keys) < ``sets`` (``"a.b=value"`` strings)."""
+    import yaml
+
+    d = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise fail(_OWNER, "path", "an existing YAML file", str(path), "check the path of the study spec.")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise LabelflipError(f"study spec {path}: not valid YAML ({exc}). Fix the file.") from exc
+        if not isinstance(data, Mapping):
+            raise fail(_OWNER, "path", "a YAML mapping at the top level", type(data).__name__)
+        d = _merge(d, data)
+    if overrides:
+        d = _merge(d, {k: v for k, v in overrides.items() if v is not None})
+    for item in sets:
+        if "=" not in item:
+            raise fail(_OWNER, "--set", "'key.path=value'", item)
+        key, raw = item.split("=", 1)
+        _set_override(d, key.strip(), raw)
+    return _validate(d)

@@ -1,0 +1,243 @@
+"""ResultsStore: an embedded SQLite database holding every per-sample result of a study.
+
+One row per (model, method, seed, budget, sample) with flips (total, up, down), achieved L-inf/L2 norms,
+clean and adversarial confidences (float32 vectors) and timing. The primary key makes a duplicate row
+impossible; a *unit* of work (one model x method x seed x chunk of samples, all budgets) is written in one
+transaction, so a study killed at any point (Ctrl-C or ``kill -9``) leaves only complete units behind, and a
+rerun skips exactly those. The manifest (versions, git hash, device, seeds, config hash, model fingerprints)
+is stored alongside; a store refuses to resume under a different config hash or model fingerprint.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sqlite3
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import astuple, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from labelflip._validation import LabelflipError
+
+__all__ = ["ResultRow", "ResultsStore"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS manifest (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS artefacts (model TEXT, kind TEXT, value TEXT NOT NULL, PRIMARY KEY (model, kind));
+CREATE TABLE IF NOT EXISTS results (
+    model TEXT NOT NULL, method TEXT NOT NULL, seed INTEGER NOT NULL, budget_index INTEGER NOT NULL,
+    sample_index INTEGER NOT NULL, eps REAL NOT NULL, dataset_index INTEGER NOT NULL, steps INTEGER NOT NULL,
+    flips INTEGER NOT NULL, flips_up INTEGER NOT NULL, flips_down INTEGER NOT NULL,
+    linf REAL NOT NULL, l2 REAL NOT NULL, clean_conf BLOB NOT NULL, adv_conf BLOB NOT NULL, elapsed_s REAL NOT NULL,
+    PRIMARY KEY (model, method, seed, budget_index, sample_index)
+);
+"""
+
+
+@dataclass
+class ResultRow:
+    """One stored result. ``clean_conf`` / ``adv_conf`` are float32 confidence vectors of length K;
+    ``elapsed_s`` is the sample's share of its unit's wall time."""
+
+    model: str
+    method: str
+    seed: int
+    budget_index: int
+    sample_index: int
+    eps: float
+    dataset_index: int
+    steps: int
+    flips: int
+    flips_up: int
+    flips_down: int
+    linf: float
+    l2: float
+    clean_conf: bytes
+    adv_conf: bytes
+    elapsed_s: float
+
+
+_COLUMNS = [f.name for f in fields(ResultRow)]
+
+
+class ResultsStore:
+    """A study's SQLite store (WAL journal; safe against interruption at any point)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, isolation_level=None)  # explicit transactions below
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> ResultsStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ manifest and artefacts
+    def manifest(self) -> dict[str, Any]:
+        return {k: json.loads(v) for k, v in self._db.execute("SELECT key, value FROM manifest")}
+
+    def init_manifest(self, manifest: Mapping[str, Any], config_hash: str) -> None:
+        """Create the manifest, or check that a stored study has the same config hash (refuse otherwise)."""
+        stored = self.manifest()
+        if stored:
+            if stored.get("config_hash") != config_hash:
+                raise LabelflipError(
+                    f"The output directory {self.path.parent} holds a study with a different configuration "
+                    f"(config hash {stored.get('config_hash')} there, {config_hash} now). Refusing to mix results. "
+                    "Fix: rerun with the original spec to resume it, or choose another output directory (--out)."
+                )
+            return
+        with self._transaction():
+            self._db.executemany(
+                "INSERT INTO manifest VALUES (?, ?)",
+                [(k, json.dumps(v)) for k, v in {**manifest, "config_hash": config_hash}.items()],
+            )
+
+    def check_fingerprint(self, model: str, fingerprint: str | None) -> None:
+        """Record a model's fingerprint, or refuse if the stored study used a different model."""
+        key = f"fingerprint:{model}"
+        row = self._db.execute("SELECT value FROM manifest WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            with self._transaction():
+                self._db.execute("INSERT INTO manifest VALUES (?, ?)", (key, json.dumps(fingerprint)))
+        elif json.loads(row[0]) != fingerprint:
+            raise LabelflipError(
+                f"Model {model!r} differs from the one this study was run with (fingerprint {json.loads(row[0])} "
+                f"stored, {fingerprint} now). Fix: restore the original model/weights or use another --out."
+            )
+
+    def put_artefact(self, model: str, kind: str, value: Mapping[str, Any]) -> None:
+        with self._transaction():
+            self._db.execute("INSERT OR REPLACE INTO artefacts VALUES (?, ?, ?)", (model, kind, json.dumps(value)))
+
+    def get_artefact(self, model: str, kind: str) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT value FROM artefacts WHERE model = ? AND kind = ?", (model, kind)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    # ------------------------------------------------------------------ results
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._db)
+
+    def has_unit(self, model: str, method: str, seed: int, samples: Sequence[int], num_budgets: int) -> bool:
+        """Whether every row of a unit is stored (units are written atomically, so any row means all)."""
+        q = (
+            "SELECT COUNT(*) FROM results WHERE model = ? AND method = ? AND seed = ? AND sample_index >= ? "
+            "AND sample_index <= ?"
+        )
+        (count,) = self._db.execute(q, (model, method, seed, min(samples), max(samples))).fetchone()
+        if count not in (0, len(samples) * num_budgets):
+            raise LabelflipError(
+                f"{self.path}: a partial unit ({count} rows) for {model}/{method}/seed {seed}; the store was "
+                "written by another tool or corrupted. Fix: delete the output directory and rerun."
+            )
+        return count > 0
+
+    def write_unit(self, rows: Iterable[ResultRow]) -> None:
+        """Insert all rows of one unit in a single transaction (a duplicate key aborts the whole unit)."""
+        values = [astuple(r) for r in rows]
+        placeholders = ", ".join("?" for _ in _COLUMNS)
+        with self._transaction():
+            self._db.executemany(f"INSERT INTO results ({', '.join(_COLUMNS)}) VALUES ({placeholders})", values)
+
+    def count(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM results").fetchone()[0])
+
+    def rows(self, *, model: str | None = None, method: str | None = None) -> list[ResultRow]:
+        q, args = "SELECT * FROM results", []
+        conds = []
+        if model is not None:
+            conds.append("model = ?")
+            args.append(model)
+        if method is not None:
+            conds.append("method = ?")
+            args.append(method)
+        if conds:
+            q += " WHERE " + " AND ".join(conds)
+        q += " ORDER BY model, method, seed, budget_index, sample_index"
+        return [ResultRow(*r) for r in self._db.execute(q, args)]
+
+    def array(self, model: str, method: str, seed: int, column: str = "flips") -> np.ndarray:
+        """``(B, N)`` array of a numeric column for one model/method/seed (budgets x samples)."""
+        if column not in ("flips", "flips_up", "flips_down", "linf", "l2", "elapsed_s", "eps", "steps"):
+            raise LabelflipError(f"ResultsStore.array: unknown column {column!r}.")
+        q = (
+            f"SELECT budget_index, sample_index, {column} FROM results WHERE model = ? AND method = ? AND seed = ? "
+            "ORDER BY budget_index, sample_index"
+        )
+        data = self._db.execute(q, (model, method, seed)).fetchall()
+        if not data:
+            return np.zeros((0, 0))
+        b = max(r[0] for r in data) + 1
+        n = max(r[1] for r in data) + 1
+        out = np.full((b, n), np.nan)
+        for bi, si, v in data:
+            out[bi, si] = v
+        return out
+
+    def confidences(self, model: str, method: str, seed: int, budget_index: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(clean, adversarial)`` confidences ``(N, K)`` at one budget."""
+        q = (
+            "SELECT clean_conf, adv_conf FROM results WHERE model = ? AND method = ? AND seed = ? AND budget_index = ? "
+            "ORDER BY sample_index"
+        )
+        data = self._db.execute(q, (model, method, seed, budget_index)).fetchall()
+        clean = np.stack([np.frombuffer(r[0], dtype=np.float32) for r in data]) if data else np.zeros((0, 0))
+        adv = np.stack([np.frombuffer(r[1], dtype=np.float32) for r in data]) if data else np.zeros((0, 0))
+        return clean, adv
+
+    # ------------------------------------------------------------------ export
+    def export_csv(self, path: str | Path) -> Path:
+        """All rows as CSV; confidence vectors as space-separated numbers."""
+        path = Path(path)
+        with path.open("w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(_COLUMNS)
+            for r in self.rows():
+                vals = list(astuple(r))
+                vals[_COLUMNS.index("clean_conf")] = " ".join(
+                    f"{v:.6g}" for v in np.frombuffer(r.clean_conf, np.float32)
+                )
+                vals[_COLUMNS.index("adv_conf")] = " ".join(f"{v:.6g}" for v in np.frombuffer(r.adv_conf, np.float32))
+                w.writerow(vals)
+        return path
+
+    def export_parquet(self, path: str | Path) -> Path:
+        """All rows as Parquet (needs pyarrow: ``pip install labelflip[parquet]``); confidences as lists."""
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError as exc:
+            raise LabelflipError(
+                "Parquet export needs pyarrow. Fix: pip install 'labelflip[parquet]' (or pyarrow), or export CSV."
+            ) from exc
+        rows = self.rows()
+        cols: dict[str, list[Any]] = {c: [] for c in _COLUMNS}
+        for r in rows:
+            for c, v in zip(_COLUMNS, astuple(r), strict=True):
+                cols[c].append(np.frombuffer(v, np.float32).tolist() if c in ("clean_conf", "adv_conf") else v)
+        pq.write_table(pa.table(cols), Path(path))
+        return Path(path)
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on any exception (KeyboardInterrupt included)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        self.db.execute("ROLLBACK" if exc_type is not None else "COMMIT")
