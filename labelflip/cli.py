@@ -387,68 +387,75 @@ def _is_number_list(text: str) -> bool:
     return True
 
 
-DEMO_METHODS = "bce,linear,slam,random,class:0,class:0.5,class:1"
+def _render_study(table) -> Table:
+    """A StudyTable in the terminal: mean ± std (population), bold = best where significant, † = significant."""
+    t = Table(title=table.title, title_justify="left")
+    t.add_column("method", style="bold")
+    for col in table.columns:
+        t.add_column(col, justify="right")
+    for method in table.methods:
+        cells = []
+        for col in table.columns:
+            c = table.cells[method][col]
+            txt = f"{c.mean:.2f} ± {c.std_pop:.2f}" + ("†" if c.significant else "")
+            cells.append(f"[bold green]{txt}[/]" if table.best.get(col) == method else txt)
+        t.add_row(method, *cells)
+    t.caption = (f"std: population (ddof=0). †: paired two-sided t-test vs {table.baseline}, Holm-corrected, "
+                 f"p < {table.alpha}. Green: best where significant.")  # fmt: skip
+    return t
 
 
 @app.command()
 def demo(
-    samples: Annotated[int, typer.Option(help="test samples attacked per model")] = 48,
-    profile_samples: Annotated[int, typer.Option(help="validation samples for the flip profile")] = 48,
-    corr_samples: Annotated[int, typer.Option(help="validation samples for the correlation matrix")] = 32,
-    methods: Annotated[str, typer.Option(help="methods (see `labelflip attack --help`)")] = DEMO_METHODS,
-    models_: Annotated[str, typer.Option("--models", help="comma-separated built-in models")] = "asl-cnn,q2l-cnn",
-    out: Annotated[Path, typer.Option(help="output directory for tables, artefacts and plots")] = Path(
-        "labelflip-runs/demo"
-    ),
-    seed: Annotated[int, typer.Option(help="sample-selection seed")] = 0,
+    samples: Annotated[int | None, typer.Option(help="test samples attacked per model (demo.yaml: 40)")] = None,
+    models_: Annotated[str | None, typer.Option("--models", help="comma-separated built-in models")] = None,
+    methods: Annotated[str | None, typer.Option(help="methods (see `labelflip attack --help`)")] = None,
+    out: Annotated[str | None, typer.Option(help="output directory (demo.yaml: labelflip-runs/demo)")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="override any spec key, e.g. profile.samples=60")
+    ] = None,
 ) -> None:
-    """Train-if-needed both built-in models; probe profiles and correlations; run BCE, Linear, SLAM, random
-    subsets and CLASS (gamma 0 / 0.5 / 1) over the paper's budget grid (5-100 % of eps_max)."""
-    from labelflip.data import cooccurrence_matrix
+    """The built-in study (labelflip/study/demo.yaml): train-if-needed both built-in models, probe profiles and
+    correlations, run BCE, Linear, SLAM, random subsets and CLASS (gamma 0 / 0.5 / 1) over the paper's budget grid
+    (5-100 % of eps_max), with statistics, tables, figures and an HTML report. Resumable like any study."""
+    from labelflip.report.study_report import build_report, study_tables
+    from labelflip.study import DEMO_SPEC, load_spec
+    from labelflip.study.runner import run_study
+    from labelflip.study.store import ResultsStore
 
     logging.basicConfig(level=logging.WARNING)
     start = time.perf_counter()
+    overrides: dict[str, object] = {"output": out}
+    if samples is not None:
+        overrides["samples"] = {"count": samples}
+    if models_ is not None:
+        overrides["models"] = [m.strip() for m in models_.split(",") if m.strip()]
+    if methods is not None:
+        overrides["methods"] = [m.strip() for m in methods.split(",") if m.strip()]
     try:
-        specs = _parse_methods(methods)
-        out.mkdir(parents=True, exist_ok=True)
-        data = _dataset()
-        for name in [m.strip() for m in models_.split(",") if m.strip()]:
-            built = _load_builtin(name)
-            wrapped = MultiLabelModel(built.module)
-            metrics = built.metrics
+        spec = load_spec(DEMO_SPEC, overrides=overrides, sets=set_ or [])
+        console.print(f"demo study -> {spec.output} (spec {DEMO_SPEC.name}, config hash {spec.config_hash()})")
+        with _LineProgress() as prog:
+            ctx = run_study(spec, progress=prog)
+        with ResultsStore(ctx.out / "results.sqlite") as store:
+            tables = study_tables(ctx, store)
+        for name, table in tables.items():
+            m, prof = ctx.model_metrics.get(name, {}), ctx.profiles[name]
             console.print(
-                f"[bold]{name}[/]: test mAP {metrics.get('test_map', float('nan')):.3f}, micro-F1 "
-                f"{metrics.get('test_micro_f1', float('nan')):.3f}, macro-F1 "
-                f"{metrics.get('test_macro_f1', float('nan')):.3f}  (fingerprint {built.fingerprint})"
+                f"\n[bold]{name}[/]: test mAP {m.get('test_map', float('nan')):.3f}, micro-F1 "
+                f"{m.get('test_micro_f1', float('nan')):.3f}, macro-F1 {m.get('test_macro_f1', float('nan')):.3f}; "
+                f"flip profile eps_max = {prof.eps_max:.5f} ({prof.stop_reason}), E(eps_max) = {prof.flips[-1]:.2f} "
+                f"of {prof.num_labels} labels"
             )
-            mdir = out / name
-            mdir.mkdir(parents=True, exist_ok=True)
-            prof, corr = _analysis_inputs(
-                data, wrapped, built.fingerprint, specs, _budget_spec("paper"), norm="linf", seed=seed,
-                profile_path=None, correlations_path=None, profile_samples=profile_samples,
-                corr_samples=corr_samples, eps_corr=0.005, out=mdir,
-            )  # fmt: skip
-            plot_profile(prof, mdir / "profile.png", title=f"{name}: flip profile")
-            console.print(
-                f"  flip profile: eps_max = {prof.eps_max:.5f} ({prof.stop_reason}), "
-                f"E(eps_max) = {prof.flips[-1]:.2f} of {prof.num_labels} labels"
-            )
-            if corr is not None:
-                plot_correlations(corr, mdir / "correlations.png", cooccurrence=cooccurrence_matrix(data.train.y),
-                                  title=f"{name}: label correlations")  # fmt: skip
-                console.print(f"  correlations: attacked label rises by {float(corr.flipup.diagonal().mean()):.3f} "
-                              f"at eps = {corr.eps} ({corr.num_samples} images)")  # fmt: skip
-            eps, labels = _resolve_budgets(_budget_spec("paper"), prof)
-            x, _ = _samples(data.test, samples, seed)
-            with _progress() as prog:
-                results = _run_methods(wrapped, x, eps, specs, prog, name, profile=prof, correlations=corr, seed=seed)
-            table = flip_table(results, column_labels=labels)
-            (mdir / "flips.md").write_text(table.to_markdown() + "\n")
-            console.print(_render(table, f"{name}: mean ± std (population) flips over {samples} test samples, L-inf"))
+            console.print(_render_study(table))
+        report = build_report(ctx)
     except LabelflipError as exc:
         _fail_cleanly(exc)
         return
-    console.print(f"demo finished in {time.perf_counter() - start:.1f} s; tables, artefacts and plots in {out}/")
+    except KeyboardInterrupt:
+        err_console.print("interrupted: every finished unit is stored; run `labelflip demo` again to resume.")
+        raise typer.Exit(code=130) from None
+    console.print(f"\ndemo finished in {time.perf_counter() - start:.1f} s; report: {report}")
 
 
 study_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Run a whole study from one YAML spec.")

@@ -75,18 +75,25 @@ def test_profile_command_writes_json(tiny_zoo, tmp_path) -> None:
     assert json.loads(out.read_text())["format"] == "labelflip.profile/1"
 
 
-def test_demo_runs_both_models(tiny_zoo, tmp_path) -> None:
-    args = ["demo", "--samples", "4", "--profile-samples", "8", "--corr-samples", "3", "--out", str(tmp_path)]
+def test_demo_runs_the_builtin_study(tiny_zoo, tmp_path) -> None:
+    args = ["demo", "--samples", "4", "--out", str(tmp_path), "--set", "profile.samples=8",
+            "--set", "correlations.samples=3", "--set", "chunk=2", "--set", "report.examples=2"]  # fmt: skip
     res = runner.invoke(cli.app, args)
     assert res.exit_code == 0, res.output
     assert tiny_zoo == ["asl-cnn", "q2l-cnn"]
     for name in tiny_zoo:
-        for f in ("flips.md", "profile.json", "profile.png", "correlations.json", "correlations.png"):
-            assert (tmp_path / name / f).is_file(), f
-        table = (tmp_path / name / "flips.md").read_text()
+        table = (tmp_path / "tables" / f"{name}.md").read_text()
         for row in ("BCE", "Linear", "SLAM", "Random", "CLASS(γ=0)", "CLASS(γ=0.5)", "CLASS(γ=1)"):
-            assert f"| {row} |" in table
-    assert "demo finished" in res.output
+            assert f"| {row} " in table, row
+        assert (tmp_path / "figures" / f"{name}-profile.png").is_file()
+        assert (tmp_path / "figures" / f"{name}-correlations.png").is_file()
+    assert (tmp_path / "report.html").is_file() and (tmp_path / "results.sqlite").is_file()
+    assert "demo finished" in res.output and "Holm" in res.output
+    first = (tmp_path / "tables" / "asl-cnn.md").read_text()
+    (tmp_path / "tables" / "asl-cnn.md").unlink()
+    again = runner.invoke(cli.app, args)  # resumes: nothing left to compute, the same table is rewritten
+    assert again.exit_code == 0, again.output
+    assert (tmp_path / "tables" / "asl-cnn.md").read_text() == first
 
 
 def test_attack_with_subset_methods(tiny_zoo, tmp_path) -> None:

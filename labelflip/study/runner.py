@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,7 @@ class StudyContext:
     dataset_indices: Tensor
     label_names: list[str]
     train_labels: Tensor
+    model_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def study_dataset(spec: StudySpec):
@@ -95,13 +96,14 @@ def _import_factory(ref: str) -> Callable[..., nn.Module]:
         ) from exc
 
 
-def load_study_model(entry: ModelEntry, data: Any) -> tuple[MultiLabelModel, str]:
-    """A wrapped model and its fingerprint: built-in (trained if needed) or a user factory (+ safetensors)."""
+def load_study_model(entry: ModelEntry, data: Any) -> tuple[MultiLabelModel, str, dict[str, float]]:
+    """A wrapped model, its fingerprint and known quality metrics: built-in (trained if needed) or a user
+    factory (+ safetensors weights)."""
     if entry.factory is None:
         from labelflip import zoo
 
         built = zoo.load_builtin(entry.name, data=data)
-        return MultiLabelModel(built.module, threshold=entry.threshold), built.fingerprint
+        return MultiLabelModel(built.module, threshold=entry.threshold), built.fingerprint, dict(built.metrics)
     module = _import_factory(entry.factory)()
     if not isinstance(module, nn.Module):
         raise fail("study spec", "models.factory", "a callable returning an nn.Module", type(module).__name__)
@@ -118,7 +120,7 @@ def load_study_model(entry: ModelEntry, data: Any) -> tuple[MultiLabelModel, str
 
         fingerprint += ":" + hashlib.sha256(path.read_bytes()).hexdigest()[:16]
     model = MultiLabelModel(module, mean=entry.mean, std=entry.std, threshold=entry.threshold)
-    return model, fingerprint
+    return model, fingerprint, {}
 
 
 def _git_hash() -> str | None:
@@ -169,9 +171,10 @@ def run_study(spec: StudySpec, *, progress: Progress | None = None) -> StudyCont
     with ResultsStore(out / "results.sqlite") as store:
         store.init_manifest(_manifest(spec), spec.config_hash())
         for entry in spec.models:
-            model, fingerprint = load_study_model(entry, data)
+            model, fingerprint, metrics = load_study_model(entry, data)
             store.check_fingerprint(entry.name, fingerprint)
             ctx.models[entry.name] = model
+            ctx.model_metrics[entry.name] = metrics
             prof = _profile(store, spec, entry.name, model, data, fingerprint)
             ctx.profiles[entry.name] = prof
             corr = None

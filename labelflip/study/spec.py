@@ -39,7 +39,7 @@ from typing import Any
 from labelflip._validation import LabelflipError, did_you_mean, fail
 from labelflip.methods import parse_method
 
-__all__ = ["DEFAULTS", "ModelEntry", "StudySpec", "load_spec"]
+__all__ = ["DEFAULTS", "DEMO_SPEC", "ModelEntry", "StudySpec", "load_spec"]
 
 DEFAULTS: dict[str, Any] = {
     "name": "study",
@@ -57,6 +57,8 @@ DEFAULTS: dict[str, Any] = {
     "chunk": 16,
     "report": {"examples": 4},
 }
+DEMO_SPEC = Path(__file__).with_name("demo.yaml")
+"""The built-in demo study (both built-in models, the paper's grid, sized for 2 CPU cores)."""
 _NOT_HASHED = ("name", "output", "report")
 _OWNER = "study spec"
 
