@@ -74,8 +74,10 @@ def main() -> None:
     t_raw, t_attack, t_grid = t["raw"], t["one"], t["grid"]
     separate = sum(num_steps(e, ALPHA_LINF) for e in grid) / args.steps
 
-    print(f"device: {args.device} ({platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads)")  # fmt: skip
+    print(
+        f"device: {args.device} ({platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads)"
+    )
     print(f"model: {args.model}, batch {args.batch}, input {tuple(x.shape[1:])}, {args.steps} steps")
     print(f"raw forward+backward loop : {t_raw * 1e3:9.1f} ms  ({args.batch * args.steps / t_raw:8.0f} img-steps/s)")
     print(f"attack (one budget)       : {t_attack * 1e3:9.1f} ms")

@@ -27,8 +27,14 @@ from labelflip.model import MultiLabelModel
 from labelflip.zoo.architectures import ASLConvNet
 
 K = 80
-GRID = [("ASL-COCO 5%", 4, 16), ("ASL-COCO 10%", 8, 36), ("ASL-COCO 20%", 16, 69),
-        ("Q2L-COCO 5%", 15, 13), ("Q2L-COCO 10%", 31, 26), ("Q2L-COCO 20%", 62, 48)]  # fmt: skip
+GRID = [
+    ("ASL-COCO 5%", 4, 16),
+    ("ASL-COCO 10%", 8, 36),
+    ("ASL-COCO 20%", 16, 69),
+    ("Q2L-COCO 5%", 15, 13),
+    ("Q2L-COCO 10%", 31, 26),
+    ("Q2L-COCO 20%", 62, 48),
+]
 
 
 class _Block(nn.Module):

@@ -158,9 +158,22 @@ def _parse_methods(text: str) -> list[MethodSpec]:
     return specs
 
 
-def _analysis_inputs(data, model: MultiLabelModel, fingerprint: str, methods: list[MethodSpec], spec, *,
-                     norm: str, seed: int, profile_path: Path | None, correlations_path: Path | None,
-                     profile_samples: int, corr_samples: int, eps_corr: float, out: Path | None = None):  # fmt: skip
+def _analysis_inputs(
+    data,
+    model: MultiLabelModel,
+    fingerprint: str,
+    methods: list[MethodSpec],
+    spec,
+    *,
+    norm: str,
+    seed: int,
+    profile_path: Path | None,
+    correlations_path: Path | None,
+    profile_samples: int,
+    corr_samples: int,
+    eps_corr: float,
+    out: Path | None = None,
+):
     """Load or measure the profile and correlations that the methods and budgets need (validation split)."""
     prof = Profile.load(profile_path) if profile_path is not None else None
     if prof is None and (any(m.needs_profile for m in methods) or any(pct for _, pct in spec)):
@@ -171,8 +184,14 @@ def _analysis_inputs(data, model: MultiLabelModel, fingerprint: str, methods: li
     corr = Correlations.load(correlations_path) if correlations_path is not None else None
     if corr is None and any(m.needs_correlations for m in methods):
         xc, _ = _samples(data.val, min(corr_samples, len(data.val)), seed + 1)
-        corr = measure_correlations(model, xc, eps=eps_corr, label_names=list(getattr(data, "label_names", []) or []),
-                                    model_fingerprint=fingerprint, seed=seed + 1)  # fmt: skip
+        corr = measure_correlations(
+            model,
+            xc,
+            eps=eps_corr,
+            label_names=list(getattr(data, "label_names", []) or []),
+            model_fingerprint=fingerprint,
+            seed=seed + 1,
+        )
         if out is not None:
             corr.save(out / "correlations.json")
     return prof, corr
@@ -217,14 +236,35 @@ def attack(
         data = _dataset()
         wrapped = MultiLabelModel(built.module)
         prof, corr = _analysis_inputs(
-            data, wrapped, built.fingerprint, specs, spec, norm=norm, seed=seed, profile_path=profile,
-            correlations_path=correlations, profile_samples=100, corr_samples=100, eps_corr=eps_corr,
-        )  # fmt: skip
+            data,
+            wrapped,
+            built.fingerprint,
+            specs,
+            spec,
+            norm=norm,
+            seed=seed,
+            profile_path=profile,
+            correlations_path=correlations,
+            profile_samples=100,
+            corr_samples=100,
+            eps_corr=eps_corr,
+        )
         eps, labels = _resolve_budgets(spec, prof)
         x, _ = _samples(getattr(data, split), samples, seed)
         with _progress() as prog:
-            results = _run_methods(wrapped, x, eps, specs, prog, model, profile=prof, correlations=corr, seed=seed,
-                                   norm=norm, batch_size=batch_size)  # fmt: skip
+            results = _run_methods(
+                wrapped,
+                x,
+                eps,
+                specs,
+                prog,
+                model,
+                profile=prof,
+                correlations=corr,
+                seed=seed,
+                norm=norm,
+                batch_size=batch_size,
+            )
         table = flip_table(results, column_labels=labels)
     except LabelflipError as exc:
         _fail_cleanly(exc)
@@ -250,9 +290,15 @@ def profile_cmd(
         built = _load_builtin(model)
         xv, _ = _samples(_dataset().val, samples, seed)
         prof = probe_profile(
-            MultiLabelModel(built.module), xv, interval=interval, order=order, curve=curve, norm=norm,
-            model_fingerprint=built.fingerprint, seed=seed,
-        )  # fmt: skip
+            MultiLabelModel(built.module),
+            xv,
+            interval=interval,
+            order=order,
+            curve=curve,
+            norm=norm,
+            model_fingerprint=built.fingerprint,
+            seed=seed,
+        )
     except LabelflipError as exc:
         _fail_cleanly(exc)
         return
@@ -298,9 +344,16 @@ def correlations_cmd(
         built = _load_builtin(model)
         data = _dataset()
         xv, yv = _samples(data.val, samples, seed)
-        corr = measure_correlations(MultiLabelModel(built.module), xv, eps=eps, y=yv, measure_flipdown=flipdown,
-                                    label_names=list(data.label_names), model_fingerprint=built.fingerprint,
-                                    seed=seed)  # fmt: skip
+        corr = measure_correlations(
+            MultiLabelModel(built.module),
+            xv,
+            eps=eps,
+            y=yv,
+            measure_flipdown=flipdown,
+            label_names=list(data.label_names),
+            model_fingerprint=built.fingerprint,
+            seed=seed,
+        )
     except LabelflipError as exc:
         _fail_cleanly(exc)
         return
@@ -329,9 +382,16 @@ def attackability_cmd(
         built = _load_builtin(model)
         data = _dataset()
         n = min(images, len(data.train))
-        att = label_attackability(MultiLabelModel(built.module), data.train.x[:n], data.train.y[:n], eps=eps,
-                                  n_per_label=per_label, frequency=data.train.label_frequencies(),
-                                  label_names=list(data.label_names), model_fingerprint=built.fingerprint)  # fmt: skip
+        att = label_attackability(
+            MultiLabelModel(built.module),
+            data.train.x[:n],
+            data.train.y[:n],
+            eps=eps,
+            n_per_label=per_label,
+            frequency=data.train.label_frequencies(),
+            label_names=list(data.label_names),
+            model_fingerprint=built.fingerprint,
+        )
     except LabelflipError as exc:
         _fail_cleanly(exc)
         return
@@ -400,8 +460,10 @@ def _render_study(table) -> Table:
             txt = f"{c.mean:.2f} ± {c.std_pop:.2f}" + ("†" if c.significant else "")
             cells.append(f"[bold green]{txt}[/]" if table.best.get(col) == method else txt)
         t.add_row(method, *cells)
-    t.caption = (f"std: population (ddof=0). †: paired two-sided t-test vs {table.baseline}, Holm-corrected, "
-                 f"p < {table.alpha}. Green: best where significant.")  # fmt: skip
+    t.caption = (
+        f"std: population (ddof=0). †: paired two-sided t-test vs {table.baseline}, Holm-corrected, "
+        f"p < {table.alpha}. Green: best where significant."
+    )
     return t
 
 

@@ -74,8 +74,13 @@ def parse_method(text: str) -> MethodSpec:
         raise fail("parse_method", "method", "a method spec such as 'bce' or 'class:0.5'", text)
     kind, _, arg = text.strip().lower().partition(":")
     if kind not in METHOD_KINDS:
-        raise fail("parse_method", "method", "one of " + ", ".join(METHOD_KINDS), text,
-                   "e.g. bce, slam, class:0.5, top-n:5." + did_you_mean(kind, METHOD_KINDS))  # fmt: skip
+        raise fail(
+            "parse_method",
+            "method",
+            "one of " + ", ".join(METHOD_KINDS),
+            text,
+            "e.g. bce, slam, class:0.5, top-n:5." + did_you_mean(kind, METHOD_KINDS),
+        )
     param: float | None = None
     if arg:
         try:
@@ -121,5 +126,6 @@ def build_attack(
         return RandomSubsetAttack(model, profile, seed=seed, **mifgsm)
     if spec.kind == "top-n":
         return ClosestSubsetAttack(model, int(spec.param or 0), **mifgsm)
-    return ClassAttack(model, profile, correlations, gamma=float(spec.param or 0.0),
-                       normalize_z=spec.kind == "class", **mifgsm)  # fmt: skip
+    return ClassAttack(
+        model, profile, correlations, gamma=float(spec.param or 0.0), normalize_z=spec.kind == "class", **mifgsm
+    )

@@ -132,11 +132,16 @@ def test_attackability_statistics_match_scipy(tmp_path) -> None:
     rng = np.random.default_rng(0)
     k = 12
     att = Attackability(
-        eps=0.01, label_names=[str(i) for i in range(k)],
-        up_ratio=rng.uniform(size=k).tolist(), up_samples=[10] * k, up_confidence=rng.uniform(size=k).tolist(),
-        down_ratio=rng.uniform(size=k).tolist(), down_samples=[10] * k, down_confidence=rng.uniform(size=k).tolist(),
+        eps=0.01,
+        label_names=[str(i) for i in range(k)],
+        up_ratio=rng.uniform(size=k).tolist(),
+        up_samples=[10] * k,
+        up_confidence=rng.uniform(size=k).tolist(),
+        down_ratio=rng.uniform(size=k).tolist(),
+        down_samples=[10] * k,
+        down_confidence=rng.uniform(size=k).tolist(),
         frequency=rng.uniform(size=k).tolist(),
-    )  # fmt: skip
+    )
     c = att.correlations()
     ref = stats.pearsonr(att.up_ratio, att.up_confidence)
     assert math.isclose(c["up"]["RxC"].pearson, ref.statistic) and math.isclose(c["up"]["RxC"].pearson_p, ref.pvalue)
@@ -178,10 +183,22 @@ def test_method_specs() -> None:
 @pytest.fixture
 def prof() -> Profile:
     return Profile(
-        coefficients=[0.0, 150.0], eps=[0.0, 0.02, 0.04], flips=[0.0, 3.0, 6.0], flips_bce=[0.0, 3.0, 6.0],
-        flips_linear=[0.0, 2.0, 5.0], eps_max=0.04, order=1, interval=10, alpha=ALPHA_LINF, curve="max", norm="linf",
-        rel_tol=0.01, num_labels=6, num_samples=6, stop_reason="converged",
-    )  # fmt: skip
+        coefficients=[0.0, 150.0],
+        eps=[0.0, 0.02, 0.04],
+        flips=[0.0, 3.0, 6.0],
+        flips_bce=[0.0, 3.0, 6.0],
+        flips_linear=[0.0, 2.0, 5.0],
+        eps_max=0.04,
+        order=1,
+        interval=10,
+        alpha=ALPHA_LINF,
+        curve="max",
+        norm="linf",
+        rel_tol=0.01,
+        num_labels=6,
+        num_samples=6,
+        stop_reason="converged",
+    )
 
 
 def test_gamma_search(model: MultiLabelModel, x: torch.Tensor, prof: Profile) -> None:

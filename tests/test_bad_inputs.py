@@ -44,9 +44,19 @@ def _raises(fn: Callable[[], Any], param: str, extra: str | None = None) -> Labe
 @pytest.mark.parametrize(
     "eps",
     [-0.01, float("nan"), float("inf"), [], "abc", True, [0.01, -0.1], [0.01, "a"], None, torch.tensor([])],
-    ids=["negative", "nan", "inf", "empty-list", "string", "bool", "negative-in-list", "string-in-list", "none",
-         "empty-tensor"],
-)  # fmt: skip
+    ids=[
+        "negative",
+        "nan",
+        "inf",
+        "empty-list",
+        "string",
+        "bool",
+        "negative-in-list",
+        "string-in-list",
+        "none",
+        "empty-tensor",
+    ],
+)
 def test_mifgsm_bad_eps(model: MultiLabelModel, x: torch.Tensor, eps: Any) -> None:
     err = _raises(lambda: MIFGSM(model)(x, eps), "eps", extra="MIFGSM")
     assert "Fix:" in str(err)
@@ -292,9 +302,19 @@ def test_output_index_on_tensor_output_names_output(x: torch.Tensor) -> None:
         ({"coefficients": [], "eps_max": 0.1}, "coefficients", "non-empty"),
         ({"coefficients": [0.0, float("nan")], "eps_max": 0.1}, "coefficients", "finite"),
     ],
-    ids=["nothing", "no-eps_max", "no-coefficients", "not-a-profile", "q>1", "q<0", "eps_max=0", "eps_max<0",
-         "empty-coefficients", "nan-coefficient"],
-)  # fmt: skip
+    ids=[
+        "nothing",
+        "no-eps_max",
+        "no-coefficients",
+        "not-a-profile",
+        "q>1",
+        "q<0",
+        "eps_max=0",
+        "eps_max<0",
+        "empty-coefficients",
+        "nan-coefficient",
+    ],
+)
 def test_slam_bad_options(kwargs: dict, param: str, extra: str) -> None:
     _raises(lambda: SLAMLoss(**kwargs), param, extra=extra)
 

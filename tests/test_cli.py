@@ -76,8 +76,21 @@ def test_profile_command_writes_json(tiny_zoo, tmp_path) -> None:
 
 
 def test_demo_runs_the_builtin_study(tiny_zoo, tmp_path) -> None:
-    args = ["demo", "--samples", "4", "--out", str(tmp_path), "--set", "profile.samples=8",
-            "--set", "correlations.samples=3", "--set", "chunk=2", "--set", "report.examples=2"]  # fmt: skip
+    args = [
+        "demo",
+        "--samples",
+        "4",
+        "--out",
+        str(tmp_path),
+        "--set",
+        "profile.samples=8",
+        "--set",
+        "correlations.samples=3",
+        "--set",
+        "chunk=2",
+        "--set",
+        "report.examples=2",
+    ]
     res = runner.invoke(cli.app, args)
     assert res.exit_code == 0, res.output
     assert tiny_zoo == ["asl-cnn", "q2l-cnn"]

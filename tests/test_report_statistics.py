@@ -340,8 +340,20 @@ def test_csv_round_trip(table: StudyTable) -> None:
     for row in rows:
         cell = table.cells[row["method"]][row["column"]]
         assert int(row["n"]) == cell.n
-        for name in ("mean", "std_pop", "std_sample", "ci_low", "ci_high", "diff", "diff_ci_low", "diff_ci_high",
-                     "t", "p", "p_holm", "effect_dz"):  # fmt: skip
+        for name in (
+            "mean",
+            "std_pop",
+            "std_sample",
+            "ci_low",
+            "ci_high",
+            "diff",
+            "diff_ci_low",
+            "diff_ci_high",
+            "t",
+            "p",
+            "p_holm",
+            "effect_dz",
+        ):
             value = getattr(cell, name)
             assert (row[name] == "") if value is None else float(row[name]) == value, name
         assert row["significant"] == str(cell.significant)

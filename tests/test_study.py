@@ -45,8 +45,11 @@ def tiny_spec(tmp_path: Path, out: str = "run", **extra) -> Path:
         "name": "tiny",
         "output": str(tmp_path / out),
         "models": [{"name": "tiny", "factory": f"{tmp_path / 'tiny.py'}:build"}],
-        "dataset": {"name": "synthetic", "split": "test",
-                    "config": {"n_train": 64, "n_val": 32, "n_test": 40, "image_size": 16, "num_labels": 8}},
+        "dataset": {
+            "name": "synthetic",
+            "split": "test",
+            "config": {"n_train": 64, "n_val": 32, "n_test": 40, "image_size": 16, "num_labels": 8},
+        },
         "samples": {"count": 24, "seed": 1},
         "budgets": {"fractions": [0.1, 0.5, 1.0]},
         "methods": ["bce", "slam", "random", "class:0"],
@@ -54,7 +57,7 @@ def tiny_spec(tmp_path: Path, out: str = "run", **extra) -> Path:
         "profile": {"samples": 12, "interval": 5},
         "correlations": {"samples": 4},
         "chunk": 4,
-    }  # fmt: skip
+    }
     spec.update(extra)
     path = tmp_path / f"{out}.yaml"
     path.write_text(yaml.safe_dump(spec, allow_unicode=True))
@@ -226,8 +229,9 @@ def test_report_files_and_chromium_render(finished, chromium: str, tmp_path: Pat
     md = (out / "tables" / "tiny.md").read_text()
     for row in ("BCE", "SLAM", "Random", "CLASS(γ=0)", "Total", "paired two-sided t-test"):
         assert row in md
-    for fig in ("flips.png", "flips.svg", "confidences.png", "profile.png", "correlations.png", "examples.png"):
-        assert (out / "figures" / f"tiny-{fig}").is_file(), fig
+    for fig in ("flips", "confidences", "profile", "correlations", "examples"):
+        for suffix in ("png", "svg"):
+            assert (out / "figures" / f"tiny-{fig}.{suffix}").is_file(), (fig, suffix)
     html = path.read_text()
     images = re.findall(r'<img [^>]*src="data:image/png;base64,', html)
     assert len(images) == 5

@@ -133,10 +133,22 @@ def artefacts() -> tuple[MultiLabelModel, torch.Tensor, Profile, Correlations]:
     model = MultiLabelModel(TinyCNN(k=8, seed=4))
     x = make_inputs(6, seed=5)
     prof = Profile(
-        coefficients=[0.0, 150.0], eps=[0.0, 0.02], flips=[0.0, 3.0], flips_bce=[0.0, 3.0], flips_linear=[],
-        eps_max=0.04, order=1, interval=10, alpha=1 / 2560, curve="bce", norm="linf", rel_tol=0.01,
-        num_labels=8, num_samples=6, stop_reason="converged",
-    )  # fmt: skip
+        coefficients=[0.0, 150.0],
+        eps=[0.0, 0.02],
+        flips=[0.0, 3.0],
+        flips_bce=[0.0, 3.0],
+        flips_linear=[],
+        eps_max=0.04,
+        order=1,
+        interval=10,
+        alpha=1 / 2560,
+        curve="bce",
+        norm="linf",
+        rel_tol=0.01,
+        num_labels=8,
+        num_samples=6,
+        stop_reason="converged",
+    )
     corr = Correlations(flipup=torch.rand(8, 8, generator=torch.Generator().manual_seed(0)), eps=0.005, num_samples=6)
     return model, x, prof, corr
 

@@ -255,8 +255,13 @@ class ClassAttack(_SubsetAttack):
         if not hasattr(profile, "coefficients"):
             raise fail("ClassAttack", "profile", "a flip Profile", profile, "probe one with probe_profile(...).")
         if not hasattr(correlations, "instance_matrices"):
-            raise fail("ClassAttack", "correlations", "a Correlations artefact", correlations,
-                       "measure one with measure_correlations(...).")  # fmt: skip
+            raise fail(
+                "ClassAttack",
+                "correlations",
+                "a Correlations artefact",
+                correlations,
+                "measure one with measure_correlations(...).",
+            )
         self.profile, self.correlations = profile, correlations
         self.gamma = check_float("ClassAttack", "gamma", gamma, low=0.0, high=1.0)
         self.branches = check_int("ClassAttack", "branches", branches, low=1)
@@ -269,15 +274,27 @@ class ClassAttack(_SubsetAttack):
     def _weights(self, probs: Tensor, target: Tensor, budgets: list[float]) -> tuple[Tensor, list[int]]:
         num_labels = probs.shape[1]
         if self.correlations.num_labels != num_labels:
-            raise fail("ClassAttack", "correlations", f"a {num_labels}x{num_labels} matrix (the model's K)",
-                       f"{self.correlations.num_labels} labels")  # fmt: skip
+            raise fail(
+                "ClassAttack",
+                "correlations",
+                f"a {num_labels}x{num_labels} matrix (the model's K)",
+                f"{self.correlations.num_labels} labels",
+            )
         icm = self.correlations.instance_matrices(target)
         ks = [subset_length(_estimate(self.profile, e), num_labels) for e in budgets]
         cache: dict[int, Tensor] = {}
         for k in ks:
             if k not in cache:
-                cache[k] = class_subsets(probs, target, icm, k, gamma=self.gamma, branches=self.branches,
-                                         depth=self.depth, normalize_z=self.normalize_z)  # fmt: skip
+                cache[k] = class_subsets(
+                    probs,
+                    target,
+                    icm,
+                    k,
+                    gamma=self.gamma,
+                    branches=self.branches,
+                    depth=self.depth,
+                    normalize_z=self.normalize_z,
+                )
         return torch.stack([cache[k] for k in ks]), ks
 
 

@@ -28,6 +28,8 @@ from labelflip.study.store import ResultsStore
 
 __all__ = ["GUIDE", "build_report", "study_tables"]
 
+TABLE_CAPTION = "Flips per method and budget (the layout of the paper's Tables IV-VI)"
+
 log = logging.getLogger(__name__)
 
 GUIDE = """This report shows how many labels each attack flips on the study's samples, for each model and budget.
@@ -63,8 +65,9 @@ def study_tables(ctx: StudyContext, store: ResultsStore) -> dict[str, StudyTable
             flips[method.label] = np.mean([store.array(entry.name, str(method), s) for s in seeds], axis=0)
         eps = ", ".join(f"{e:.4g}" for e in ctx.budgets[entry.name])
         title = f"{entry.name}: mean ± std flips over {ctx.x.shape[0]} samples ({ctx.spec.norm}; eps = {eps})"
-        tables[entry.name] = compare_methods(flips, _columns(ctx, entry.name), baseline=ctx.spec.baseline_label,
-                                             title=title)  # fmt: skip
+        tables[entry.name] = compare_methods(
+            flips, _columns(ctx, entry.name), baseline=ctx.spec.baseline_label, title=title
+        )
     return tables
 
 
@@ -74,17 +77,29 @@ def _adversarial_examples(ctx: StudyContext, model_name: str, budget_index: int,
     n = min(int(spec.report.get("examples", 4)), ctx.x.shape[0])
     model = ctx.models[model_name]
     method = next((m for m in spec.method_specs if m.kind == "slam"), spec.method_specs[0])
-    attack = build_attack(method, model, profile=ctx.profiles[model_name], correlations=ctx.correlations[model_name],
-                          seed=spec.seeds[0], norm=spec.norm, return_adv=True)  # fmt: skip
+    attack = build_attack(
+        method,
+        model,
+        profile=ctx.profiles[model_name],
+        correlations=ctx.correlations[model_name],
+        seed=spec.seeds[0],
+        norm=spec.norm,
+        return_adv=True,
+    )
     res = attack(ctx.x[:n], [ctx.budgets[model_name][budget_index]])
     flipped = []
     for i in range(n):
         up = (~res.clean_pred[i] & res.adv_pred[0, i]).nonzero().flatten().tolist()
         down = (res.clean_pred[i] & ~res.adv_pred[0, i]).nonzero().flatten().tolist()
         flipped.append(([ctx.label_names[j] for j in up], [ctx.label_names[j] for j in down]))
-    titles = [f"{method.label}, eps = {ctx.budgets[model_name][budget_index]:.4f}: {int(f)} flips"
-              for f in count_flips(res.clean_pred, res.adv_pred[0])[0]]  # fmt: skip
-    return plot_adversarial_grid(ctx.x[:n].numpy(), res.x_adv[0].numpy(), flipped, path, titles=titles)
+    titles = [
+        f"{method.label}, eps = {ctx.budgets[model_name][budget_index]:.4f}: {int(f)} flips"
+        for f in count_flips(res.clean_pred, res.adv_pred[0])[0]
+    ]
+    png, _svg = plot_adversarial_grid(
+        ctx.x[:n].numpy(), res.x_adv[0].numpy(), flipped, path, titles=titles, formats=("png", "svg")
+    )
+    return png
 
 
 def build_report(ctx: StudyContext) -> Path:
@@ -108,37 +123,62 @@ def build_report(ctx: StudyContext) -> Path:
             stds = {m: [table.cells[m][c].std_pop for c in cols] for m in table.methods}
             figs = []
             xlabel = "eps (L-inf)" if ctx.spec.norm == "linf" else "eps (L2)"
-            png, _svg = plot_flips_vs_budget(ctx.budgets[name], means, stds, figdir / f"{name}-flips.png",
-                                             budget_labels=cols, xlabel=xlabel, formats=("png", "svg"))  # fmt: skip
+            png, _svg = plot_flips_vs_budget(
+                ctx.budgets[name],
+                means,
+                stds,
+                figdir / f"{name}-flips.png",
+                budget_labels=cols,
+                xlabel=xlabel,
+                formats=("png", "svg"),
+            )
             figs.append(Figure("Mean flips against the budget (band = ± population std).", png))
             mid = min(2, len(cols) - 1)  # the 20 % budget of the paper's grid
             baseline = ctx.spec.baseline
             clean, adv = store.confidences(name, baseline, ctx.spec.seeds[0], mid)
             target = (clean <= ctx.models[name].threshold.cpu().numpy()).astype(np.float32)  # 1 - clean prediction
-            hist = plot_confidence_histograms(clean, adv, target, figdir / f"{name}-confidences.png",
-                                              title=f"{table.baseline} at {cols[mid]}")  # fmt: skip
+            title = f"{table.baseline} at {cols[mid]}"
+            hist, _ = plot_confidence_histograms(
+                clean, adv, target, figdir / f"{name}-confidences.png", title=title, formats=("png", "svg")
+            )
             figs.append(
                 Figure(f"Confidences before and after the {table.baseline} attack at {cols[mid]} (Fig. 2).", hist)
             )
-            figs.append(Figure("Flip profile: probe points and fitted polynomial (Fig. 20).",
-                               plot_profile(ctx.profiles[name], figdir / f"{name}-profile.png")))  # fmt: skip
+            plot_profile(ctx.profiles[name], figdir / f"{name}-profile.svg")
+            figs.append(
+                Figure(
+                    "Flip profile: probe points and fitted polynomial (Fig. 20).",
+                    plot_profile(ctx.profiles[name], figdir / f"{name}-profile.png"),
+                )
+            )
             corr = ctx.correlations[name]
             if corr is not None:
-                heat = plot_correlations(corr, figdir / f"{name}-correlations.png",
-                                         cooccurrence=cooccurrence_matrix(ctx.train_labels))  # fmt: skip
+                cooc = cooccurrence_matrix(ctx.train_labels)
+                plot_correlations(corr, figdir / f"{name}-correlations.svg", cooccurrence=cooc)
+                heat = plot_correlations(corr, figdir / f"{name}-correlations.png", cooccurrence=cooc)
                 figs.append(Figure("Label correlations next to the training co-occurrence (Fig. 5, 14).", heat))
             if int(ctx.spec.report.get("examples", 4)) > 0:
                 grid = _adversarial_examples(ctx, name, mid, figdir / f"{name}-examples.png")
-                figs.append(Figure("Adversarial examples: clean, adversarial, amplified perturbation, flips (Fig. 1).",
-                                   grid))  # fmt: skip
+                figs.append(
+                    Figure("Adversarial examples: clean, adversarial, amplified perturbation, flips (Fig. 1).", grid)
+                )
             prof = ctx.profiles[name]
-            text = (f"Flip profile: eps_max = {prof.eps_max:.5f} ({prof.stop_reason}), E(eps_max) = "
-                    f"{prof.flips[-1]:.2f} of {prof.num_labels} labels. Budgets: "
-                    + ", ".join(f"{c} = {e:.5f}" for c, e in zip(cols, ctx.budgets[name], strict=True)) + ".\n\n"
-                    + "\n".join(table.notes))  # fmt: skip
-            sections.append(Section(title=f"Model {name}", text=text,
-                                    tables=[Table(table.title, to_html(table))], figures=figs))  # fmt: skip
-    path = render_report(out / "report.html", title=f"labelflip study: {ctx.spec.name}", manifest=manifest,
-                         sections=sections, guide=GUIDE)  # fmt: skip
+            text = (
+                f"Flip profile: eps_max = {prof.eps_max:.5f} ({prof.stop_reason}), E(eps_max) = "
+                f"{prof.flips[-1]:.2f} of {prof.num_labels} labels. Budgets: "
+                + ", ".join(f"{c} = {e:.5f}" for c, e in zip(cols, ctx.budgets[name], strict=True))
+                + ".\n\n"
+                + "\n".join(table.notes)
+            )
+            sections.append(
+                Section(title=f"Model {name}", text=text, tables=[Table(TABLE_CAPTION, to_html(table))], figures=figs)
+            )
+    path = render_report(
+        out / "report.html",
+        title=f"labelflip study: {ctx.spec.name}",
+        manifest=manifest,
+        sections=sections,
+        guide=GUIDE,
+    )
     log.info("report written to %s", path)
     return path

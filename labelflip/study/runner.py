@@ -199,8 +199,16 @@ def _profile(store: ResultsStore, spec: StudySpec, name: str, model: MultiLabelM
         return Profile.from_dict(stored)
     p = spec.profile
     xv = data.val.x[_select(len(data.val), p["samples"], spec.samples["seed"] + 1)]
-    prof = probe_profile(model, xv, interval=p["interval"], order=p["order"], curve=p["curve"], norm=spec.norm,
-                         model_fingerprint=fp, seed=spec.samples["seed"] + 1)  # fmt: skip
+    prof = probe_profile(
+        model,
+        xv,
+        interval=p["interval"],
+        order=p["order"],
+        curve=p["curve"],
+        norm=spec.norm,
+        model_fingerprint=fp,
+        seed=spec.samples["seed"] + 1,
+    )
     store.put_artefact(name, "profile", prof.to_dict())
     return prof
 
@@ -213,8 +221,9 @@ def _correlations(
         return Correlations.from_dict(stored)
     c = spec.correlations
     xc = data.val.x[_select(len(data.val), c["samples"], spec.samples["seed"] + 2)]
-    corr = measure_correlations(model, xc, eps=c["eps"], label_names=list(data.label_names), model_fingerprint=fp,
-                                seed=spec.samples["seed"] + 2)  # fmt: skip
+    corr = measure_correlations(
+        model, xc, eps=c["eps"], label_names=list(data.label_names), model_fingerprint=fp, seed=spec.samples["seed"] + 2
+    )
     store.put_artefact(name, "correlations", corr.to_dict())
     return corr
 
@@ -242,8 +251,9 @@ def _run_method(
             if progress is not None:
                 progress(label, done + 1, len(starts))
             continue
-        attack = build_attack(method, model, profile=prof, correlations=corr, seed=seed * 1_000_003 + start,
-                              norm=spec.norm)  # fmt: skip
+        attack = build_attack(
+            method, model, profile=prof, correlations=corr, seed=seed * 1_000_003 + start, norm=spec.norm
+        )
         t0 = time.perf_counter()
         res = attack(x[start : samples[-1] + 1], budgets)
         share = (time.perf_counter() - t0) / len(samples)

@@ -118,15 +118,25 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(base)
     for key, value in over.items():
         if key not in base:
-            raise fail(_OWNER, str(key), "a known key: " + ", ".join(sorted(base)), key,
-                       "check the spelling." + did_you_mean(str(key), base))  # fmt: skip
+            raise fail(
+                _OWNER,
+                str(key),
+                "a known key: " + ", ".join(sorted(base)),
+                key,
+                "check the spelling." + did_you_mean(str(key), base),
+            )
         if isinstance(base[key], dict) and key != "budgets":
             if not isinstance(value, Mapping):
                 raise fail(_OWNER, key, "a mapping with keys " + ", ".join(sorted(base[key])), value)
             for sub in value:
                 if sub not in base[key]:
-                    raise fail(_OWNER, f"{key}.{sub}", "a known key: " + ", ".join(sorted(base[key])), sub,
-                               "check the spelling." + did_you_mean(str(sub), base[key]))  # fmt: skip
+                    raise fail(
+                        _OWNER,
+                        f"{key}.{sub}",
+                        "a known key: " + ", ".join(sorted(base[key])),
+                        sub,
+                        "check the spelling." + did_you_mean(str(sub), base[key]),
+                    )
             out[key] = {**out[key], **copy.deepcopy(dict(value))}
         else:
             out[key] = copy.deepcopy(value)
@@ -171,8 +181,11 @@ def _models(value: Any) -> list[ModelEntry]:
 
 
 def _floats(value: Any, param: str, *, positive: bool = False) -> list[float]:
-    if not isinstance(value, list) or not value or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                                           for v in value):  # fmt: skip
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    ):
         raise fail(_OWNER, param, "a non-empty list of numbers", value)
     if any(v < 0 or (positive and v == 0) for v in value):
         raise fail(_OWNER, param, "positive numbers" if positive else "non-negative numbers", value)
@@ -198,8 +211,10 @@ def _validate(d: dict[str, Any]) -> StudySpec:
         raise fail(_OWNER, "dataset.split", "one of train, val, test", ds.get("split"))
     if not isinstance(ds.get("config", {}), Mapping):
         raise fail(_OWNER, "dataset.config", "a mapping of SyntheticConfig fields", ds.get("config"))
-    samples = {"count": integer(d["samples"].get("count"), "samples.count", 2),
-               "seed": integer(d["samples"].get("seed"), "samples.seed", 0)}  # fmt: skip
+    samples = {
+        "count": integer(d["samples"].get("count"), "samples.count", 2),
+        "seed": integer(d["samples"].get("seed"), "samples.seed", 0),
+    }
     budgets = d["budgets"]
     if set(budgets) not in ({"fractions"}, {"absolute"}):
         raise fail(_OWNER, "budgets", "either {fractions: [...]} (of eps_max) or {absolute: [...]}", budgets)
@@ -222,19 +237,33 @@ def _validate(d: dict[str, Any]) -> StudySpec:
     prof = d["profile"]
     if prof.get("curve") not in ("max", "bce"):
         raise fail(_OWNER, "profile.curve", "'max' or 'bce'", prof.get("curve"))
-    profile = {"samples": integer(prof.get("samples"), "profile.samples", 2),
-               "interval": integer(prof.get("interval"), "profile.interval", 1),
-               "order": integer(prof.get("order"), "profile.order", 1), "curve": prof["curve"]}  # fmt: skip
+    profile = {
+        "samples": integer(prof.get("samples"), "profile.samples", 2),
+        "interval": integer(prof.get("interval"), "profile.interval", 1),
+        "order": integer(prof.get("order"), "profile.order", 1),
+        "curve": prof["curve"],
+    }
     corr = d["correlations"]
     eps = corr.get("eps")
     if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not eps > 0:
         raise fail(_OWNER, "correlations.eps", "a number > 0", eps)
     correlations = {"samples": integer(corr.get("samples"), "correlations.samples", 1), "eps": float(eps)}
     return StudySpec(
-        name=d["name"], output=d["output"], models=_models(d["models"]), dataset=dict(ds), samples=samples,
-        budgets=budgets, norm=d["norm"], methods=methods, baseline=baseline, seeds=seeds, profile=profile,
-        correlations=correlations, chunk=integer(d["chunk"], "chunk", 1), report=dict(d["report"]),
-    )  # fmt: skip
+        name=d["name"],
+        output=d["output"],
+        models=_models(d["models"]),
+        dataset=dict(ds),
+        samples=samples,
+        budgets=budgets,
+        norm=d["norm"],
+        methods=methods,
+        baseline=baseline,
+        seeds=seeds,
+        profile=profile,
+        correlations=correlations,
+        chunk=integer(d["chunk"], "chunk", 1),
+        report=dict(d["report"]),
+    )
 
 
 def load_spec(
