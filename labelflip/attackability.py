@@ -16,7 +16,6 @@ attackability vs confidence (R x C), frequency vs confidence (F x C) and frequen
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -27,6 +26,7 @@ import torch
 from scipy import stats
 from torch import Tensor, nn
 
+from labelflip._artefacts import read_json, write_json
 from labelflip._validation import LabelflipError, check_float, check_int, fail
 from labelflip.attacks.mifgsm import MIFGSM, num_steps
 from labelflip.model import MultiLabelModel, as_model
@@ -111,22 +111,18 @@ class Attackability:
         return "\n".join(lines)
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"format": _FORMAT, **asdict(self)}))
-        return path
+        """Write the artefact as JSON (atomically) and return the path."""
+        return write_json(path, {"format": _FORMAT, **asdict(self)})
 
     @classmethod
     def load(cls, path: str | Path) -> Attackability:
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise LabelflipError(f"Attackability.load: cannot read {path} ({exc}). Fix: re-create it.") from exc
-        if data.get("format") != _FORMAT:
-            raise LabelflipError(f"Attackability.load: {path} is not an attackability artefact.")
+        hint = "create one with `labelflip attackability` or label_attackability(...).save(path)."
+        data = read_json(path, owner="Attackability.load", fmt=_FORMAT, create_hint=hint)
         data.pop("format")
-        return cls(**data)
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise LabelflipError(f"Attackability.load: malformed artefact ({exc}). Fix: {hint}") from exc
 
 
 def _eligible_pairs(gt: Tensor, pred: Tensor, want_gt: bool, limit: int) -> Tensor:

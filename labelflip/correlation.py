@@ -17,7 +17,6 @@ time). Cost: ``(fp + bp) * floor(eps/alpha) * K * n`` (seed App. F).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from labelflip._artefacts import read_json, write_json
 from labelflip._validation import LabelflipError, check_float, check_int, fail
 from labelflip.attacks.mifgsm import MIFGSM, num_steps
 from labelflip.model import MultiLabelModel, as_model
@@ -244,29 +244,13 @@ class Correlations:
             raise LabelflipError(f"Correlations.from_dict: malformed artefact ({exc}). Fix: re-create it.") from exc
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict()))
-        tmp.replace(path)
-        return path
+        """Write the artefact as JSON (atomically) and return the path."""
+        return write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> Correlations:
-        path = Path(path)
-        if not path.is_file():
-            raise fail(
-                "Correlations.load",
-                "path",
-                "an existing correlations JSON file",
-                str(path),
-                "create one with `labelflip correlations` or measure_correlations(...).save(path).",
-            )
-        try:
-            data = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise LabelflipError(f"Correlations.load: {path} is not valid JSON ({exc}). Fix: re-create it.") from exc
-        return cls.from_dict(data)
+        hint = "create one with `labelflip correlations` or measure_correlations(...).save(path)."
+        return cls.from_dict(read_json(path, owner="Correlations.load", fmt=_FORMAT, create_hint=hint))
 
 
 def measure_correlations(

@@ -21,7 +21,6 @@ increasing degree (``numpy.polynomial.polynomial.polyfit``).
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import math
 import warnings
@@ -34,6 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from labelflip._artefacts import read_json, write_json
 from labelflip._validation import LabelflipError, LabelflipWarning, check_choice, check_float, check_int, fail
 from labelflip.attacks.mifgsm import MIFGSM
 from labelflip.attacks.result import count_flips
@@ -109,29 +109,12 @@ class Profile:
 
     def save(self, path: str | Path) -> Path:
         """Write the profile as JSON (atomically) and return the path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2))
-        tmp.replace(path)
-        return path
+        return write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> Profile:
-        path = Path(path)
-        if not path.is_file():
-            raise fail(
-                "Profile.load",
-                "path",
-                "an existing profile JSON file",
-                str(path),
-                "create one with `labelflip profile` or probe_profile(...).save(path).",
-            )
-        try:
-            data = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise LabelflipError(f"Profile.load: {path} is not valid JSON ({exc}). Fix: re-create it.") from exc
-        return cls.from_dict(data)
+        hint = "create one with `labelflip profile` or probe_profile(...).save(path)."
+        return cls.from_dict(read_json(path, owner="Profile.load", fmt=_FORMAT, create_hint=hint))
 
 
 def fit_profile_polynomial(eps: Sequence[float], flips: Sequence[float], order: int = 4) -> np.ndarray:

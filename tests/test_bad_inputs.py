@@ -379,7 +379,7 @@ def test_profile_load_invalid_json(tmp_path: Path) -> None:
 def test_profile_load_wrong_format(tmp_path: Path, content: Any) -> None:
     path = tmp_path / "p.json"
     path.write_text(json.dumps(content))
-    with pytest.raises(LabelflipError, match="not a labelflip profile"):
+    with pytest.raises(LabelflipError, match=r"not a 'labelflip\.profile/1' artefact"):
         Profile.load(path)
 
 
