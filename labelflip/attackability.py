@@ -16,10 +16,12 @@ attackability vs confidence (R x C), frequency vs confidence (F x C) and frequen
 
 from __future__ import annotations
 
+import html
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -110,19 +112,45 @@ class Attackability:
             lines.append(f"| flip {d}: frequency vs attackability | {c[d]['FxR'].mark(method=method)} |")
         return "\n".join(lines)
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": _FORMAT, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Attackability:
+        fields = {k: v for k, v in data.items() if k != "format"}
+        try:
+            return cls(**fields)
+        except TypeError as exc:
+            raise LabelflipError(f"Attackability: malformed artefact ({exc}). Fix: re-create it.") from exc
+
     def save(self, path: str | Path) -> Path:
         """Write the artefact as JSON (atomically) and return the path."""
-        return write_json(path, {"format": _FORMAT, **asdict(self)})
+        return write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> Attackability:
         hint = "create one with `labelflip attackability` or label_attackability(...).save(path)."
-        data = read_json(path, owner="Attackability.load", fmt=_FORMAT, create_hint=hint)
-        data.pop("format")
-        try:
-            return cls(**data)
-        except TypeError as exc:
-            raise LabelflipError(f"Attackability.load: malformed artefact ({exc}). Fix: {hint}") from exc
+        return cls.from_dict(read_json(path, owner="Attackability.load", fmt=_FORMAT, create_hint=hint))
+
+    def table_html(self) -> str:
+        """Table II for one model: Pearson and Spearman coefficients with p-values (``*`` = p > 0.05)."""
+        c = self.correlations()
+        names = {
+            "RxC": "attackability vs confidence",
+            "FxC": "frequency vs confidence",
+            "FxR": "frequency vs attackability",
+        }
+        rows = []
+        for d in ("up", "down"):
+            for key, label in names.items():
+                st = c[d][key]
+                rows.append(
+                    f"<tr><th scope='row'>flip {d}: {html.escape(label)}</th><td>{st.mark()}</td>"
+                    f"<td>{st.pearson_p:.3g}</td><td>{st.mark(method='spearman')}</td><td>{st.spearman_p:.3g}</td>"
+                    f"<td>{st.n}</td></tr>"
+                )
+        head = "<tr><th>correlation</th><th>Pearson r</th><th>p</th><th>Spearman ρ</th><th>p</th><th>labels</th></tr>"
+        return f"<table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
 
 
 def _eligible_pairs(gt: Tensor, pred: Tensor, want_gt: bool, limit: int) -> Tensor:

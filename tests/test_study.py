@@ -56,6 +56,7 @@ def tiny_spec(tmp_path: Path, out: str = "run", **extra) -> Path:
         "seeds": [0, 1],
         "profile": {"samples": 12, "interval": 5},
         "correlations": {"samples": 4},
+        "attackability": {"per_label": 3, "images": 64},
         "chunk": 4,
     }
     spec.update(extra)
@@ -144,6 +145,7 @@ def test_study_stores_one_row_per_sample_budget_method_seed(finished) -> None:
         assert manifest["fingerprint:tiny"].startswith("factory:")
         assert store.get_artefact("tiny", "profile")["format"] == "labelflip.profile/1"
         assert store.get_artefact("tiny", "correlations") is not None
+        assert store.get_artefact("tiny", "attackability")["format"] == "labelflip.attackability/1"
         flips = store.array("tiny", "bce", 0)
         assert flips.shape == (3, 24)
         r0, r1 = store.array("tiny", "random", 0), store.array("tiny", "random", 1)
@@ -229,14 +231,15 @@ def test_report_files_and_chromium_render(finished, chromium: str, tmp_path: Pat
     md = (out / "tables" / "tiny.md").read_text()
     for row in ("BCE", "SLAM", "Random", "CLASS(γ=0)", "Total", "paired two-sided t-test"):
         assert row in md
-    for fig in ("flips", "confidences", "profile", "correlations", "examples"):
+    for fig in ("flips", "confidences", "profile", "correlations", "attackability", "examples"):
         for suffix in ("png", "svg"):
             assert (out / "figures" / f"tiny-{fig}.{suffix}").is_file(), (fig, suffix)
     html = path.read_text()
     images = re.findall(r'<img [^>]*src="data:image/png;base64,', html)
-    assert len(images) == 5
+    assert len(images) == 6
     assert "How to read this report" in html and "config_hash" in html
     dom = run_chromium(chromium, tmp_path / "profile", "--dump-dom", url=path.resolve().as_uri()).stdout
     assert 'data-section="model-tiny"' in dom
-    assert len(re.findall(r"data-figure=", dom)) == 5
+    assert len(re.findall(r"data-figure=", dom)) == 6
+    assert "frequency vs confidence" in dom  # Table II
     assert "<table" in dom and "CLASS(γ=0)" in dom

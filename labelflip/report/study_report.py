@@ -18,7 +18,7 @@ import numpy as np
 from labelflip.attacks.result import count_flips
 from labelflip.data import cooccurrence_matrix
 from labelflip.methods import build_attack
-from labelflip.plots import plot_correlations, plot_profile
+from labelflip.plots import plot_attackability, plot_correlations, plot_profile
 from labelflip.report.figures import plot_adversarial_grid, plot_confidence_histograms, plot_flips_vs_budget
 from labelflip.report.html import Figure, Section, Table, render_report
 from labelflip.report.statistics import StudyTable, compare_methods
@@ -157,6 +157,18 @@ def build_report(ctx: StudyContext) -> Path:
                 plot_correlations(corr, figdir / f"{name}-correlations.svg", cooccurrence=cooc)
                 heat = plot_correlations(corr, figdir / f"{name}-correlations.png", cooccurrence=cooc)
                 figs.append(Figure("Label correlations next to the training co-occurrence (Fig. 5, 14).", heat))
+            att = ctx.attackability.get(name)
+            att_tables = []
+            if att is not None:
+                plot_attackability(att, figdir / f"{name}-attackability.svg")
+                bars = plot_attackability(att, figdir / f"{name}-attackability.png")
+                figs.append(Figure(f"Per-label attackability at eps = {att.eps:g} (Fig. 4).", bars))
+                att_tables.append(
+                    Table(
+                        f"Per-label attackability correlations at eps = {att.eps:g} (Table II; * = p > 0.05).",
+                        att.table_html(),
+                    )
+                )
             if int(ctx.spec.report.get("examples", 4)) > 0:
                 grid = _adversarial_examples(ctx, name, mid, figdir / f"{name}-examples.png")
                 figs.append(
@@ -171,7 +183,12 @@ def build_report(ctx: StudyContext) -> Path:
                 + "\n".join(table.notes)
             )
             sections.append(
-                Section(title=f"Model {name}", text=text, tables=[Table(TABLE_CAPTION, to_html(table))], figures=figs)
+                Section(
+                    title=f"Model {name}",
+                    text=text,
+                    tables=[Table(TABLE_CAPTION, to_html(table)), *att_tables],
+                    figures=figs,
+                )
             )
     path = render_report(
         out / "report.html",

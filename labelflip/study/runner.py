@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 import labelflip
 from labelflip._validation import fail
+from labelflip.attackability import Attackability, label_attackability
 from labelflip.correlation import Correlations, measure_correlations
 from labelflip.methods import MethodSpec, build_attack
 from labelflip.model import MultiLabelModel
@@ -59,6 +60,7 @@ class StudyContext:
     label_names: list[str]
     train_labels: Tensor
     model_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    attackability: dict[str, Attackability] = field(default_factory=dict)
 
 
 def study_dataset(spec: StudySpec):
@@ -181,6 +183,8 @@ def run_study(spec: StudySpec, *, progress: Progress | None = None) -> StudyCont
             if any(m.needs_correlations for m in methods):
                 corr = _correlations(store, spec, entry.name, model, data, fingerprint)
             ctx.correlations[entry.name] = corr
+            if spec.attackability["per_label"] > 0:
+                ctx.attackability[entry.name] = _attackability(store, spec, entry.name, model, data, fingerprint)
             if "fractions" in spec.budgets:
                 budgets = [f * prof.eps_max for f in spec.budgets["fractions"]]
             else:
@@ -226,6 +230,28 @@ def _correlations(
     )
     store.put_artefact(name, "correlations", corr.to_dict())
     return corr
+
+
+def _attackability(
+    store: ResultsStore, spec: StudySpec, name: str, model: MultiLabelModel, data: Any, fp: str
+) -> Attackability:
+    stored = store.get_artefact(name, "attackability")
+    if stored is not None:
+        return Attackability.from_dict(stored)
+    a = spec.attackability
+    n = min(a["images"], len(data.train))
+    att = label_attackability(
+        model,
+        data.train.x[:n],
+        data.train.y[:n],
+        eps=a["eps"],
+        n_per_label=a["per_label"],
+        frequency=data.train.label_frequencies(),
+        label_names=list(data.label_names),
+        model_fingerprint=fp,
+    )
+    store.put_artefact(name, "attackability", att.to_dict())
+    return att
 
 
 def _run_method(

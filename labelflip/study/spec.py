@@ -20,6 +20,7 @@ Precedence: command-line overrides > the YAML file > defaults. Example::
     seeds: [0]                                    # seeds of stochastic methods (random subsets)
     profile: {samples: 100, interval: 10, order: 4, curve: max}
     correlations: {samples: 100, eps: 0.005}
+    attackability: {per_label: 100, eps: 0.01, images: 2000}   # Table II on training images; 0 = skip
 
 The **config hash** covers everything that changes results (everything but the name, the output directory
 and the report options; the chunk size defines the units of work and their batches, so it is included): a
@@ -54,6 +55,7 @@ DEFAULTS: dict[str, Any] = {
     "seeds": [0],
     "profile": {"samples": 100, "interval": 10, "order": 4, "curve": "max"},
     "correlations": {"samples": 100, "eps": 0.005},
+    "attackability": {"per_label": 0, "eps": 0.01, "images": 2000},
     "chunk": 16,
     "report": {"examples": 4},
 }
@@ -91,6 +93,7 @@ class StudySpec:
     seeds: list[int]
     profile: dict[str, Any]
     correlations: dict[str, Any]
+    attackability: dict[str, Any]
     chunk: int
     report: dict[str, Any] = field(default_factory=dict)
 
@@ -248,6 +251,15 @@ def _validate(d: dict[str, Any]) -> StudySpec:
     if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not eps > 0:
         raise fail(_OWNER, "correlations.eps", "a number > 0", eps)
     correlations = {"samples": integer(corr.get("samples"), "correlations.samples", 1), "eps": float(eps)}
+    att = d["attackability"]
+    att_eps = att.get("eps")
+    if not isinstance(att_eps, (int, float)) or isinstance(att_eps, bool) or not att_eps > 0:
+        raise fail(_OWNER, "attackability.eps", "a number > 0", att_eps)
+    attackability = {
+        "per_label": integer(att.get("per_label"), "attackability.per_label", 0),
+        "eps": float(att_eps),
+        "images": integer(att.get("images"), "attackability.images", 1),
+    }
     return StudySpec(
         name=d["name"],
         output=d["output"],
@@ -261,6 +273,7 @@ def _validate(d: dict[str, Any]) -> StudySpec:
         seeds=seeds,
         profile=profile,
         correlations=correlations,
+        attackability=attackability,
         chunk=integer(d["chunk"], "chunk", 1),
         report=dict(d["report"]),
     )
