@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -197,61 +197,77 @@ def run_study(spec: StudySpec, *, progress: Progress | None = None) -> StudyCont
     return ctx
 
 
-def _profile(store: ResultsStore, spec: StudySpec, name: str, model: MultiLabelModel, data: Any, fp: str) -> Profile:
-    stored = store.get_artefact(name, "profile")
+T = TypeVar("T", Profile, Correlations, Attackability)
+
+
+def _stored(store: ResultsStore, model: str, kind: str, cls: type[T], compute: Callable[[], T]) -> T:
+    """A model's artefact from the store, or computed once and stored (so a rerun recomputes nothing)."""
+    stored = store.get_artefact(model, kind)
     if stored is not None:
-        return Profile.from_dict(stored)
-    p = spec.profile
-    xv = data.val.x[_select(len(data.val), p["samples"], spec.samples["seed"] + 1)]
-    prof = probe_profile(
-        model,
-        xv,
-        interval=p["interval"],
-        order=p["order"],
-        curve=p["curve"],
-        norm=spec.norm,
-        model_fingerprint=fp,
-        seed=spec.samples["seed"] + 1,
+        return cls.from_dict(stored)
+    value = compute()
+    store.put_artefact(model, kind, value.to_dict())
+    return value
+
+
+def _profile(store: ResultsStore, spec: StudySpec, name: str, model: MultiLabelModel, data: Any, fp: str) -> Profile:
+    p, seed = spec.profile, spec.samples["seed"] + 1
+    xv = data.val.x[_select(len(data.val), p["samples"], seed)]
+    return _stored(
+        store,
+        name,
+        "profile",
+        Profile,
+        lambda: probe_profile(
+            model,
+            xv,
+            interval=p["interval"],
+            order=p["order"],
+            curve=p["curve"],
+            norm=spec.norm,
+            model_fingerprint=fp,
+            seed=seed,
+        ),
     )
-    store.put_artefact(name, "profile", prof.to_dict())
-    return prof
 
 
 def _correlations(
     store: ResultsStore, spec: StudySpec, name: str, model: MultiLabelModel, data: Any, fp: str
 ) -> Correlations:
-    stored = store.get_artefact(name, "correlations")
-    if stored is not None:
-        return Correlations.from_dict(stored)
-    c = spec.correlations
-    xc = data.val.x[_select(len(data.val), c["samples"], spec.samples["seed"] + 2)]
-    corr = measure_correlations(
-        model, xc, eps=c["eps"], label_names=list(data.label_names), model_fingerprint=fp, seed=spec.samples["seed"] + 2
+    c, seed = spec.correlations, spec.samples["seed"] + 2
+    xc = data.val.x[_select(len(data.val), c["samples"], seed)]
+    return _stored(
+        store,
+        name,
+        "correlations",
+        Correlations,
+        lambda: measure_correlations(
+            model, xc, eps=c["eps"], label_names=list(data.label_names), model_fingerprint=fp, seed=seed
+        ),
     )
-    store.put_artefact(name, "correlations", corr.to_dict())
-    return corr
 
 
 def _attackability(
     store: ResultsStore, spec: StudySpec, name: str, model: MultiLabelModel, data: Any, fp: str
 ) -> Attackability:
-    stored = store.get_artefact(name, "attackability")
-    if stored is not None:
-        return Attackability.from_dict(stored)
     a = spec.attackability
     n = min(a["images"], len(data.train))
-    att = label_attackability(
-        model,
-        data.train.x[:n],
-        data.train.y[:n],
-        eps=a["eps"],
-        n_per_label=a["per_label"],
-        frequency=data.train.label_frequencies(),
-        label_names=list(data.label_names),
-        model_fingerprint=fp,
+    return _stored(
+        store,
+        name,
+        "attackability",
+        Attackability,
+        lambda: label_attackability(
+            model,
+            data.train.x[:n],
+            data.train.y[:n],
+            eps=a["eps"],
+            n_per_label=a["per_label"],
+            frequency=data.train.label_frequencies(),
+            label_names=list(data.label_names),
+            model_fingerprint=fp,
+        ),
     )
-    store.put_artefact(name, "attackability", att.to_dict())
-    return att
 
 
 def _run_method(
