@@ -1,10 +1,12 @@
 """The ``labelflip`` command line (typer). One subcommand per user task.
 
-* ``labelflip attack``: attack a model on a dataset at a list of budgets with one or more losses and print
-  a table of mean ± std flips.
-* ``labelflip profile``: measure a model's flip profile ``E(eps)`` and save it as JSON.
-* ``labelflip demo``: train (or load from cache) both built-in models, probe their profiles, and run BCE,
-  Linear and SLAM over the paper's budget grid (5-100 % of ``eps_max``).
+* ``labelflip attack``: attack a built-in model at a list of budgets with one or more methods (BCE, Linear,
+  SLAM, random subsets, CLASS, top-n) and print a table of mean ± std flips.
+* ``labelflip profile`` / ``correlations`` / ``attackability`` / ``targets-vs-flips``: the analyses of seed §IV-V
+  (flip profile, Alg. 1 matrices, Table II, Fig. 7), each saved as an artefact with its plot.
+* ``labelflip study run SPEC`` / ``study export``: a whole, resumable evaluation from one YAML file.
+* ``labelflip demo``: the built-in study (``labelflip/study/demo.yaml``) on both built-in models.
+* ``labelflip models``: the built-in models.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import torch
 import typer
@@ -124,6 +126,7 @@ def _render(table: FlipTable, title: str) -> Table:
             txt = f"{m:.2f} ± {s:.2f}"
             rendered.append(f"[bold green]{txt}[/]" if m == best[c] and len(table.rows) > 1 else txt)
         t.add_row(name, *rendered, f"{total:.2f}")
+    t.caption = "std: population (ddof=0). Green: highest mean of the column (no test; `labelflip study` tests)."
     return t
 
 
@@ -159,41 +162,31 @@ def _parse_methods(text: str) -> list[MethodSpec]:
 
 
 def _analysis_inputs(
-    data,
+    data: Any,
     model: MultiLabelModel,
     fingerprint: str,
     methods: list[MethodSpec],
-    spec,
+    budget_spec: list[tuple[float, bool]],
     *,
     norm: str,
     seed: int,
     profile_path: Path | None,
     correlations_path: Path | None,
-    profile_samples: int,
-    corr_samples: int,
     eps_corr: float,
-    out: Path | None = None,
-):
-    """Load or measure the profile and correlations that the methods and budgets need (validation split)."""
+    samples: int = 100,
+) -> tuple[Profile | None, Correlations | None]:
+    """Load, or measure on the validation split, the profile and correlations the methods and budgets need."""
     prof = Profile.load(profile_path) if profile_path is not None else None
-    if prof is None and (any(m.needs_profile for m in methods) or any(pct for _, pct in spec)):
-        xv, _ = _samples(data.val, min(profile_samples, len(data.val)), seed)
+    if prof is None and (any(m.needs_profile for m in methods) or any(pct for _, pct in budget_spec)):
+        xv, _ = _samples(data.val, min(samples, len(data.val)), seed)
         prof = probe_profile(model, xv, norm=norm, model_fingerprint=fingerprint, seed=seed)
-        if out is not None:
-            prof.save(out / "profile.json")
     corr = Correlations.load(correlations_path) if correlations_path is not None else None
     if corr is None and any(m.needs_correlations for m in methods):
-        xc, _ = _samples(data.val, min(corr_samples, len(data.val)), seed + 1)
+        xc, _ = _samples(data.val, min(samples, len(data.val)), seed + 1)
+        names = list(getattr(data, "label_names", []) or [])
         corr = measure_correlations(
-            model,
-            xc,
-            eps=eps_corr,
-            label_names=list(getattr(data, "label_names", []) or []),
-            model_fingerprint=fingerprint,
-            seed=seed + 1,
+            model, xc, eps=eps_corr, label_names=names, model_fingerprint=fingerprint, seed=seed + 1
         )
-        if out is not None:
-            corr.save(out / "correlations.json")
     return prof, corr
 
 
@@ -245,8 +238,6 @@ def attack(
             seed=seed,
             profile_path=profile,
             correlations_path=correlations,
-            profile_samples=100,
-            corr_samples=100,
             eps_corr=eps_corr,
         )
         eps, labels = _resolve_budgets(spec, prof)
