@@ -98,13 +98,19 @@ def _import_factory(ref: str) -> Callable[..., nn.Module]:
         ) from exc
 
 
-def load_study_model(entry: ModelEntry, data: Any) -> tuple[MultiLabelModel, str, dict[str, float]]:
+def load_study_model(
+    entry: ModelEntry, data: Any, progress: Progress | None = None
+) -> tuple[MultiLabelModel, str, dict[str, float]]:
     """A wrapped model, its fingerprint and known quality metrics: built-in (trained if needed) or a user
     factory (+ safetensors weights)."""
     if entry.factory is None:
         from labelflip import zoo
 
-        built = zoo.load_builtin(entry.name, data=data)
+        def on_epoch(info: dict[str, Any]) -> None:
+            if progress is not None:
+                progress(f"{entry.name} training", int(info["epoch"]), int(info["epochs"]))
+
+        built = zoo.load_builtin(entry.name, data=data, progress=on_epoch)
         return MultiLabelModel(built.module, threshold=entry.threshold), built.fingerprint, dict(built.metrics)
     module = _import_factory(entry.factory)()
     if not isinstance(module, nn.Module):
@@ -173,7 +179,7 @@ def run_study(spec: StudySpec, *, progress: Progress | None = None) -> StudyCont
     with ResultsStore(out / "results.sqlite") as store:
         store.init_manifest(_manifest(spec), spec.config_hash())
         for entry in spec.models:
-            model, fingerprint, metrics = load_study_model(entry, data)
+            model, fingerprint, metrics = load_study_model(entry, data, progress)
             store.check_fingerprint(entry.name, fingerprint)
             ctx.models[entry.name] = model
             ctx.model_metrics[entry.name] = metrics
@@ -181,10 +187,12 @@ def run_study(spec: StudySpec, *, progress: Progress | None = None) -> StudyCont
             ctx.profiles[entry.name] = prof
             corr = None
             if any(m.needs_correlations for m in methods):
-                corr = _correlations(store, spec, entry.name, model, data, fingerprint)
+                corr = _correlations(store, spec, entry.name, model, data, fingerprint, progress)
             ctx.correlations[entry.name] = corr
             if spec.attackability["per_label"] > 0:
-                ctx.attackability[entry.name] = _attackability(store, spec, entry.name, model, data, fingerprint)
+                ctx.attackability[entry.name] = _attackability(
+                    store, spec, entry.name, model, data, fingerprint, progress
+                )
             if "fractions" in spec.budgets:
                 budgets = [f * prof.eps_max for f in spec.budgets["fractions"]]
             else:
@@ -231,8 +239,18 @@ def _profile(store: ResultsStore, spec: StudySpec, name: str, model: MultiLabelM
     )
 
 
+def _phase(progress: Progress | None, label: str) -> Callable[[int, int], None] | None:
+    return None if progress is None else (lambda done, total: progress(label, done, total))
+
+
 def _correlations(
-    store: ResultsStore, spec: StudySpec, name: str, model: MultiLabelModel, data: Any, fp: str
+    store: ResultsStore,
+    spec: StudySpec,
+    name: str,
+    model: MultiLabelModel,
+    data: Any,
+    fp: str,
+    progress: Progress | None = None,
 ) -> Correlations:
     c, seed = spec.correlations, spec.samples["seed"] + 2
     xc = data.val.x[_select(len(data.val), c["samples"], seed)]
@@ -242,13 +260,25 @@ def _correlations(
         "correlations",
         Correlations,
         lambda: measure_correlations(
-            model, xc, eps=c["eps"], label_names=list(data.label_names), model_fingerprint=fp, seed=seed
+            model,
+            xc,
+            eps=c["eps"],
+            label_names=list(data.label_names),
+            model_fingerprint=fp,
+            seed=seed,
+            progress=_phase(progress, f"{name} correlations"),
         ),
     )
 
 
 def _attackability(
-    store: ResultsStore, spec: StudySpec, name: str, model: MultiLabelModel, data: Any, fp: str
+    store: ResultsStore,
+    spec: StudySpec,
+    name: str,
+    model: MultiLabelModel,
+    data: Any,
+    fp: str,
+    progress: Progress | None = None,
 ) -> Attackability:
     a = spec.attackability
     n = min(a["images"], len(data.train))
@@ -266,6 +296,7 @@ def _attackability(
             frequency=data.train.label_frequencies(),
             label_names=list(data.label_names),
             model_fingerprint=fp,
+            progress=_phase(progress, f"{name} attackability"),
         ),
     )
 
