@@ -30,7 +30,7 @@ from labelflip.correlation import Correlations, measure_correlations
 from labelflip.methods import MethodSpec, build_attack, parse_method
 from labelflip.model import MultiLabelModel
 from labelflip.plots import plot_attackability, plot_correlations, plot_profile, plot_targets_vs_flips
-from labelflip.profile import Profile, probe_profile
+from labelflip.profile import PAPER_FRACTIONS, Profile, probe_profile
 from labelflip.tables import FlipTable, flip_table
 from labelflip.targets_vs_flips import targets_vs_flips
 
@@ -38,8 +38,6 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Multi-label 
 # Off a terminal (logs, CI, pipes) rich would wrap tables at 80 columns; give them room instead.
 console = Console(width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
-
-PAPER_FRACTIONS = (0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0)
 
 
 def _progress() -> Progress:

@@ -39,11 +39,14 @@ from labelflip.attacks.mifgsm import MIFGSM
 from labelflip.attacks.result import count_flips
 from labelflip.model import MultiLabelModel, as_model
 
-__all__ = ["Profile", "fit_profile_polynomial", "probe_profile", "stopping_rule"]
+__all__ = ["PAPER_FRACTIONS", "Profile", "fit_profile_polynomial", "probe_profile", "stopping_rule"]
 
 log = logging.getLogger(__name__)
 _OWNER = "probe_profile"
 _FORMAT = "labelflip.profile/1"
+
+PAPER_FRACTIONS: tuple[float, ...] = (0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0)
+"""The paper's budget grid as fractions of ``eps_max`` (SPEC-reference-code §8)."""
 
 
 @dataclass
@@ -86,7 +89,7 @@ class Profile:
         val = np.polynomial.polynomial.polyval(np.asarray(eps, dtype=np.float64), np.asarray(self.coefficients))
         return float(val) if np.ndim(val) == 0 else val
 
-    def budgets(self, fractions: Sequence[float] = (0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0)) -> list[float]:
+    def budgets(self, fractions: Sequence[float] = PAPER_FRACTIONS) -> list[float]:
         """Budgets at fractions of ``eps_max`` (the paper's grid: 5-100 %, SPEC-reference-code §8)."""
         return [float(f) * self.eps_max for f in fractions]
 

@@ -154,9 +154,18 @@ def test_study_stores_one_row_per_sample_budget_method_seed(finished) -> None:
         assert clean.shape == (24, 8) and adv.shape == (24, 8)
 
 
-def test_rerun_recomputes_nothing(finished) -> None:
+def test_rerun_recomputes_nothing(finished, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rerun of a finished study runs no attack and measures no artefact again (each would raise here)."""
+    from labelflip.study import runner
+
     tmp, ctx = finished
     before = _rows(tmp / "run")
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("recomputed on resume")
+
+    for name in ("build_attack", "probe_profile", "measure_correlations", "label_attackability"):
+        monkeypatch.setattr(runner, name, forbidden)
     calls = []
     run_study(ctx.spec, progress=lambda label, done, total: calls.append(label))
     assert _rows(tmp / "run") == before

@@ -39,6 +39,7 @@ from typing import Any
 
 from labelflip._validation import LabelflipError, did_you_mean, fail
 from labelflip.methods import parse_method
+from labelflip.profile import PAPER_FRACTIONS
 
 __all__ = ["DEFAULTS", "DEMO_SPEC", "ModelEntry", "StudySpec", "load_spec"]
 
@@ -48,7 +49,7 @@ DEFAULTS: dict[str, Any] = {
     "models": ["asl-cnn"],
     "dataset": {"name": "synthetic", "split": "test", "config": {}},
     "samples": {"count": 100, "seed": 0},
-    "budgets": {"fractions": [0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0]},
+    "budgets": {"fractions": list(PAPER_FRACTIONS)},
     "norm": "linf",
     "methods": ["bce", "linear", "slam", "random", "class:0", "class:0.5", "class:1"],
     "baseline": "bce",
