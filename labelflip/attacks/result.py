@@ -31,7 +31,7 @@ class AttackResult:
 
     Attributes:
         eps: ``(B,)`` float64, the budgets as requested (pixel units; L-inf or L2 radius per ``norm``).
-        steps: ``(B,)`` int64, MI-FGSM iterations run for each budget (``floor(eps / alpha)``).
+        steps: ``(B,)`` int64, iterations run for each budget (MI-FGSM: ``floor(eps / alpha)``; 0 if n/a).
         flips, flips_up, flips_down: ``(B, N)`` int64 flips against the clean prediction.
         clean_probs: ``(N, K)`` float32 clean sigmoid confidences; ``clean_pred`` ``(N, K)`` bool.
         adv_probs: ``(B, N, K)`` float32 confidences on the adversarial inputs; ``adv_pred`` bool.
@@ -39,6 +39,8 @@ class AttackResult:
         weights: ``(N, K)`` or ``(B, N, K)`` float32 label weights, or ``None`` (all labels).
         linf, l2: ``(B, N)`` float64 achieved perturbation norms ``||x_adv - x||``.
         x_adv: ``(B, N, ...)`` adversarial inputs, only when requested (``return_adv=True``).
+        min_norm: ``(N,)`` float64, minimum-norm attacks only: the norm (``norm``) of the perturbation each
+            sample needed before it was clipped to the budgets.
         norm, loss: descriptions of the attack; ``elapsed_s`` wall time of the call.
     """
 
@@ -58,6 +60,7 @@ class AttackResult:
     norm: str
     loss: str
     x_adv: Tensor | None = None
+    min_norm: Tensor | None = None
     elapsed_s: float = 0.0
     extra: dict[str, object] = field(default_factory=dict)
 

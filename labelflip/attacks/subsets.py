@@ -36,16 +36,20 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from labelflip._registry import Param
 from labelflip._validation import check_float, check_int, fail
+from labelflip.attacks.base import Batch, FixedBudgetAttack
 from labelflip.attacks.mifgsm import MIFGSM
-from labelflip.attacks.result import AttackResult
-from labelflip.model import MultiLabelModel, as_model
+from labelflip.attacks.registry import ATTACKS
+from labelflip.estimate import FlipEstimate
+from labelflip.models import MultiLabelModel
 
 __all__ = [
     "SUBSET_FACTOR",
     "ClassAttack",
     "ClosestSubsetAttack",
     "RandomSubsetAttack",
+    "SubsetAttack",
     "class_subsets",
     "closest_subsets",
     "flippability",
@@ -193,67 +197,111 @@ def closest_subsets(probs: Tensor, n: int, threshold: float | Tensor = 0.5) -> T
 
 
 # ----------------------------------------------------------------------------- attacks
-class _SubsetAttack:
-    """Shared machinery: clean pass, per-budget subset weights, one weighted BCE MI-FGSM call."""
+_ENGINE_OPTIONS = ("alpha", "mu", "normalize", "clip", "l2_mode")
 
-    name = "subset"
 
-    def __init__(self, model: nn.Module | MultiLabelModel, **mifgsm: Any) -> None:
-        self.model = as_model(model)
-        self.attack = MIFGSM(self.model, "bce", **mifgsm)
+def _check_estimate(owner: str, profile: Any) -> FlipEstimate:
+    if not isinstance(profile, FlipEstimate):
+        raise fail(
+            owner,
+            "profile",
+            "a flip estimate (a Profile, or anything with eps_max and estimate(eps))",
+            profile,
+            "probe one with probe_profile(...) or load one with Profile.load(path).",
+        )
+    return profile
 
-    def _weights(self, probs: Tensor, target: Tensor, budgets: list[float]) -> tuple[Tensor, list[int]]:
+
+class SubsetAttack(FixedBudgetAttack):
+    """BCE MI-FGSM on a subset of labels per sample and budget (0/1 weights; the target stays complete).
+
+    Subclasses implement :meth:`select`. The result's ``extra`` holds ``k`` (subset length per budget),
+    ``selection_s`` (time spent choosing subsets) and ``method``.
+
+    Args:
+        model: the classifier.
+        **options: ``norm``, ``batch_size``, ``return_adv`` and the MI-FGSM settings ``alpha``, ``mu``,
+            ``normalize``, ``clip``, ``l2_mode`` (see :class:`MIFGSM`).
+    """
+
+    def __init__(self, model: nn.Module | MultiLabelModel, **options: Any) -> None:
+        engine = {k: options.pop(k) for k in _ENGINE_OPTIONS if k in options}
+        super().__init__(model, **options)
+        self.engine = MIFGSM(self.model, "bce", norm=self.norm, **engine)
+
+    def select(self, batch: Batch, budgets: list[float]) -> tuple[Tensor, list[int]]:
+        """``(weights, ks)``: 0/1 weights ``(B, N, K)`` (or ``(N, K)`` for every budget) and ``k`` per budget."""
         raise NotImplementedError
 
-    def __call__(self, x: Tensor, eps: float | Sequence[float] | Tensor) -> AttackResult:
-        """Attack ``x`` at each budget with that budget's subset; the result's ``extra`` holds ``k`` per budget
-        and ``selection_s`` (time spent choosing subsets)."""
-        budgets = self.attack._validate_eps(eps)
-        x = self.model.validate_inputs(x, owner=type(self).__name__)
-        self.model.ensure_checked(x, owner=type(self).__name__)
-        with self.model.eval_mode(), torch.no_grad():
-            probs = torch.sigmoid(self.model(x.to(self.model.device, self.model.dtype))).cpu()
-        target = (~self.model.predict_from_probabilities(probs)).float()
+    def steps_for(self, budgets: list[float], x: Tensor) -> list[int]:
+        return self.engine.steps_for(budgets, x)
+
+    def describe(self) -> str:
+        return repr(self.engine.loss)
+
+    def run(self, batch: Batch, budgets: list[float]) -> Tensor:
         start = time.perf_counter()
-        weights, ks = self._weights(probs, target, budgets)
-        selection = time.perf_counter() - start
-        result = self.attack(x, budgets, weights=weights)
-        result.extra.update({"k": ks, "selection_s": selection, "method": repr(self)})
-        return result
+        weights, ks = self.select(batch, budgets)
+        batch.info["selection_s"] = batch.info.get("selection_s", 0.0) + time.perf_counter() - start
+        batch.info.update({"k": ks, "method": repr(self)})
+        return self.engine.run(batch.with_weights(weights.to(batch.x.device)), budgets)
 
 
-def _estimate(profile: Any, eps: float) -> float:
-    return float(np.polynomial.polynomial.polyval(eps, np.asarray(profile.coefficients, dtype=np.float64)))
+def _class_label(params: dict[str, Any]) -> str:
+    extra = [f"b={params['branches']}"] if params["branches"] != 4 else []
+    extra += [f"d={params['depth']}"] if params["depth"] != 4 else []
+    raw = ", raw Z" if not params.get("normalize_z", True) else ""
+    return f"CLASS(γ={params['gamma']:g}{raw}" + "".join(f", {e}" for e in extra) + ")"
 
 
-class ClassAttack(_SubsetAttack):
+_CLASS_PARAMS = [
+    Param("gamma", float, help="weight of correlation vs confidence in [0, 1]"),
+    Param("branches", int, 4, "children per tree node (b)"),
+    Param("depth", int, 4, "look-ahead levels (d)"),
+]
+
+
+@ATTACKS.register(
+    "class",
+    params=_CLASS_PARAMS,
+    fixed={"normalize_z": True},
+    label=_class_label,
+    description="BCE on the CLASS subset (Alg. 3, Z normalised as in the paper); k from the flip profile",
+)
+@ATTACKS.register(
+    "class-raw",
+    params=_CLASS_PARAMS,
+    fixed={"normalize_z": False},
+    label=lambda p: _class_label({**p, "normalize_z": False}),
+    description="CLASS with raw Z sums (the code behind the published tables)",
+)
+class ClassAttack(SubsetAttack):
     """CLASS: MI-FGSM/BCE on the CLASS subset of each sample, with ``k`` from the flip profile per budget.
 
     Args:
         model: the classifier.
-        profile: a flip profile (``coefficients``, ``eps_max``) giving ``E(eps)`` and hence ``k``.
-        correlations: a :class:`labelflip.correlation.Correlations` (flip-up matrix) for the ICMs.
+        profile: a :class:`~labelflip.estimate.FlipEstimate` (a flip Profile) giving ``E(eps)`` and hence ``k``.
+        correlations: a :class:`labelflip.analysis.Correlations` (flip-up matrix) for the ICMs.
         gamma, branches, depth, normalize_z: see :func:`class_subsets`.
-        **mifgsm: options forwarded to :class:`MIFGSM` (norm, clip, batch_size, return_adv, ...).
+        **options: see :class:`SubsetAttack`.
     """
 
-    name = "class"
+    requires = frozenset({"profile", "correlations"})
 
     def __init__(
         self,
         model: nn.Module | MultiLabelModel,
-        profile: Any,
+        profile: FlipEstimate,
         correlations: Any,
         *,
         gamma: float = 0.5,
         branches: int = 4,
         depth: int = 4,
         normalize_z: bool = True,
-        **mifgsm: Any,
+        **options: Any,
     ) -> None:
-        super().__init__(model, **mifgsm)
-        if not hasattr(profile, "coefficients"):
-            raise fail("ClassAttack", "profile", "a flip Profile", profile, "probe one with probe_profile(...).")
+        super().__init__(model, **options)
+        self.profile = _check_estimate("ClassAttack", profile)
         if not hasattr(correlations, "instance_matrices"):
             raise fail(
                 "ClassAttack",
@@ -262,7 +310,7 @@ class ClassAttack(_SubsetAttack):
                 correlations,
                 "measure one with measure_correlations(...).",
             )
-        self.profile, self.correlations = profile, correlations
+        self.correlations = correlations
         self.gamma = check_float("ClassAttack", "gamma", gamma, low=0.0, high=1.0)
         self.branches = check_int("ClassAttack", "branches", branches, low=1)
         self.depth = check_int("ClassAttack", "depth", depth, low=1)
@@ -271,7 +319,8 @@ class ClassAttack(_SubsetAttack):
     def __repr__(self) -> str:
         return f"ClassAttack(gamma={self.gamma}, b={self.branches}, d={self.depth}, normalize_z={self.normalize_z})"
 
-    def _weights(self, probs: Tensor, target: Tensor, budgets: list[float]) -> tuple[Tensor, list[int]]:
+    def select(self, batch: Batch, budgets: list[float]) -> tuple[Tensor, list[int]]:
+        probs, target = batch.clean_probs.cpu(), batch.target.float().cpu()
         num_labels = probs.shape[1]
         if self.correlations.num_labels != num_labels:
             raise fail(
@@ -281,7 +330,7 @@ class ClassAttack(_SubsetAttack):
                 f"{self.correlations.num_labels} labels",
             )
         icm = self.correlations.instance_matrices(target)
-        ks = [subset_length(_estimate(self.profile, e), num_labels) for e in budgets]
+        ks = [subset_length(self.profile.estimate(e), num_labels) for e in budgets]
         cache: dict[int, Tensor] = {}
         for k in ks:
             if k not in cache:
@@ -298,50 +347,54 @@ class ClassAttack(_SubsetAttack):
         return torch.stack([cache[k] for k in ks]), ks
 
 
-class RandomSubsetAttack(_SubsetAttack):
+@ATTACKS.register("random", label="Random", description="BCE on a random subset of k labels per sample (baseline)")
+class RandomSubsetAttack(SubsetAttack):
     """Random-subset baseline: ``k`` labels from an independent seeded permutation per sample and budget."""
 
-    name = "random"
+    requires = frozenset({"profile"})
+    stochastic = True
 
-    def __init__(self, model: nn.Module | MultiLabelModel, profile: Any, *, seed: int = 0, **mifgsm: Any) -> None:
-        super().__init__(model, **mifgsm)
-        if not hasattr(profile, "coefficients"):
-            raise fail("RandomSubsetAttack", "profile", "a flip Profile", profile)
-        self.profile = profile
+    def __init__(self, model: nn.Module | MultiLabelModel, profile: FlipEstimate, *, seed: int = 0, **options: Any):
+        super().__init__(model, **options)
+        self.profile = _check_estimate("RandomSubsetAttack", profile)
         self.seed = check_int("RandomSubsetAttack", "seed", seed, low=0)
 
     def __repr__(self) -> str:
         return f"RandomSubsetAttack(seed={self.seed})"
 
-    def _weights(self, probs: Tensor, target: Tensor, budgets: list[float]) -> tuple[Tensor, list[int]]:
-        n, num_labels = probs.shape
+    def select(self, batch: Batch, budgets: list[float]) -> tuple[Tensor, list[int]]:
+        n, num_labels = batch.clean_probs.shape
         gen = torch.Generator().manual_seed(self.seed)
-        ks = [subset_length(_estimate(self.profile, e), num_labels) for e in budgets]
+        ks = [subset_length(self.profile.estimate(e), num_labels) for e in budgets]
         return torch.stack([random_subsets(n, num_labels, k, gen) for k in ks]), ks
 
 
-class ClosestSubsetAttack(_SubsetAttack):
+@ATTACKS.register(
+    "top-n",
+    params=[Param("n", int, help="number of labels closest to the threshold")],
+    label="Top-{n}",
+    description="BCE on the n labels closest to the threshold (Fig. 7's targeting)",
+)
+class ClosestSubsetAttack(SubsetAttack):
     """Top-n closest-to-threshold subset (the same ``n`` at every budget): Fig. 7's targeting."""
 
-    name = "top-n"
-
-    def __init__(self, model: nn.Module | MultiLabelModel, n: int, **mifgsm: Any) -> None:
-        super().__init__(model, **mifgsm)
+    def __init__(self, model: nn.Module | MultiLabelModel, n: int, **options: Any) -> None:
+        super().__init__(model, **options)
         self.n = check_int("ClosestSubsetAttack", "n", n, low=0)
 
     def __repr__(self) -> str:
         return f"ClosestSubsetAttack(n={self.n})"
 
-    def _weights(self, probs: Tensor, target: Tensor, budgets: list[float]) -> tuple[Tensor, list[int]]:
-        w = closest_subsets(probs, self.n, self.model.threshold.cpu())
-        return w, [min(self.n, probs.shape[1])] * len(budgets)
+    def select(self, batch: Batch, budgets: list[float]) -> tuple[Tensor, list[int]]:
+        w = closest_subsets(batch.clean_probs.cpu(), self.n, self.model.threshold.cpu())
+        return w, [min(self.n, w.shape[1])] * len(budgets)
 
 
 def search_gamma(
     model: nn.Module | MultiLabelModel,
     x: Tensor,
     budgets: Sequence[float],
-    profile: Any,
+    profile: FlipEstimate,
     correlations: Any,
     *,
     gammas: Sequence[float] | None = None,

@@ -24,6 +24,7 @@ import jinja2
 from markupsafe import Markup
 
 from labelflip._validation import fail
+from labelflip._version import __version__
 
 __all__ = ["Figure", "Section", "Table", "render_report"]
 
@@ -214,16 +215,12 @@ def _context(title: str, manifest: Mapping[str, object], sections: Sequence[Sect
     for key, value in manifest.items():
         text, block = _manifest_value(value)
         entries.append({"key": str(key), "value": text, "block": block})
-    try:
-        from labelflip import __version__ as version
-    except ImportError:  # pragma: no cover - partial installs
-        version = "unknown"
     return {
         "title": title,
         "guide": _paragraphs(guide),
         "manifest": entries,
         "sections": rendered,
-        "version": version,
+        "version": __version__,
     }
 
 

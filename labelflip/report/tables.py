@@ -1,4 +1,9 @@
-"""Renderers of a :class:`~labelflip.report.statistics.StudyTable`: Markdown, CSV, LaTeX and HTML.
+"""Every table labelflip prints or writes, in one place.
+
+* :class:`~labelflip.report.statistics.StudyTable` (a study's statistics): Markdown, CSV, LaTeX, HTML, terminal.
+* :class:`FlipTable` (``labelflip attack``'s quick table, no test): Markdown and terminal.
+* Analysis tables: per-label attackability correlations (Table II) and targets vs flips (Fig. 7's numbers).
+
 
 Every cell prints ``mean ± std`` with the **population** std (``ddof=0``, as the paper), rounded to
 ``digits`` decimals (the paper truncates; we round). The best cell of a column (see
@@ -13,11 +18,30 @@ import csv
 import dataclasses
 import html
 import io
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from rich.table import Table as RichTable
 
 from labelflip._validation import check_int, fail
+from labelflip.analysis import Attackability, TargetsVsFlips
+from labelflip.attacks import AttackResult
 from labelflip.report.statistics import CellStats, StudyTable
 
-__all__ = ["latex_escape", "legend", "to_csv", "to_html", "to_latex", "to_markdown"]
+__all__ = [
+    "FlipTable",
+    "attackability_html",
+    "attackability_markdown",
+    "flip_table",
+    "latex_escape",
+    "legend",
+    "targets_vs_flips_markdown",
+    "to_csv",
+    "to_html",
+    "to_latex",
+    "to_markdown",
+    "to_rich",
+]
 
 DAGGER = "†"
 
@@ -184,3 +208,138 @@ def to_html(table: StudyTable, digits: int = 2) -> str:
     lines.append(f'<tr><td colspan="{len(table.columns) + 1}">{e(legend(table))}</td></tr>')
     lines += ["</tfoot>", "</table>"]
     return "\n".join(lines) + "\n"
+
+
+def to_rich(table: StudyTable | FlipTable) -> RichTable:
+    """A terminal table: mean ± std (population); for a StudyTable bold green = best where significant and
+    † = significant vs the baseline; for a FlipTable green = the highest mean of the column (no test)."""
+    t = RichTable(title=table.title or None, title_justify="left")
+    t.add_column("method", style="bold")
+    if isinstance(table, FlipTable):
+        for label in table.column_labels:
+            t.add_column(label, justify="right")
+        t.add_column("Total", justify="right")
+        best = [max(row[1][c][0] for row in table.rows) for c in range(len(table.budgets))]
+        for name, cells, total in table.rows:
+            rendered = []
+            for c, (m, sd) in enumerate(cells):
+                txt = f"{m:.2f} ± {sd:.2f}"
+                rendered.append(f"[bold green]{txt}[/]" if m == best[c] and len(table.rows) > 1 else txt)
+            t.add_row(name, *rendered, f"{total:.2f}")
+        t.caption = "std: population (ddof=0). Green: highest mean of the column (no test; `labelflip study` tests)."
+        return t
+    for col in table.columns:
+        t.add_column(col, justify="right")
+    for method in table.methods:
+        cells = []
+        for col in table.columns:
+            c = table.cells[method][col]
+            txt = f"{c.mean:.2f} ± {c.std_pop:.2f}" + (DAGGER if c.significant else "")
+            cells.append(f"[bold green]{txt}[/]" if table.best.get(col) == method else txt)
+        t.add_row(method, *cells)
+    t.caption = (
+        f"std: population (ddof=0). {DAGGER}: paired two-sided t-test vs {table.baseline}, Holm-corrected, "
+        f"p < {table.alpha}. Green: best where significant."
+    )
+    return t
+
+
+# ----------------------------------------------------------------------------- quick flip tables (no test)
+@dataclass
+class FlipTable:
+    """Rows of ``(method, [(mean, std) per budget], total)`` over shared budget columns (seed Tables IV-VI
+    layout; std is the population std unless ``ddof=1``; Total is the sum of the column means)."""
+
+    budgets: list[float]
+    column_labels: list[str]
+    rows: list[tuple[str, list[tuple[float, float]], float]]
+    ddof: int = 0
+    title: str = ""
+
+    def to_markdown(self, digits: int = 2) -> str:
+        head = "| method | " + " | ".join(self.column_labels) + " | Total |"
+        sep = "|---" * (len(self.column_labels) + 2) + "|"
+        lines = [head, sep]
+        for name, cells, total in self.rows:
+            body = " | ".join(f"{m:.{digits}f} ± {s:.{digits}f}" for m, s in cells)
+            lines.append(f"| {name} | {body} | {total:.{digits}f} |")
+        return "\n".join(lines)
+
+
+def flip_table(
+    results: Mapping[str, AttackResult],
+    *,
+    column_labels: Sequence[str] | None = None,
+    ddof: int = 0,
+    title: str = "",
+) -> FlipTable:
+    """Build a :class:`FlipTable` from results that share the same budgets (checked)."""
+    if not results:
+        raise fail("flip_table", "results", "a non-empty mapping of method -> AttackResult", results)
+    first = next(iter(results.values()))
+    budgets = first.eps.tolist()
+    for name, res in results.items():
+        if res.eps.tolist() != budgets:
+            raise fail(
+                "flip_table",
+                "results",
+                f"results at the same budgets ({budgets})",
+                f"{name!r} at {res.eps.tolist()}",
+                "run every method on the same budget list.",
+            )
+    labels = list(column_labels) if column_labels is not None else [f"{e:.4g}" for e in budgets]
+    if len(labels) != len(budgets):
+        raise fail("flip_table", "column_labels", f"{len(budgets)} labels (one per budget)", labels)
+    rows = []
+    for name, res in results.items():
+        mean, std = res.mean_flips(), res.std_flips(ddof)
+        cells = [(float(mean[b]), float(std[b])) for b in range(len(budgets))]
+        rows.append((name, cells, float(mean.sum())))
+    return FlipTable(budgets=budgets, column_labels=labels, rows=rows, ddof=ddof, title=title)
+
+
+# ----------------------------------------------------------------------------- analysis tables
+_ATT_NAMES = {
+    "RxC": "attackability vs confidence",
+    "FxC": "frequency vs confidence",
+    "FxR": "frequency vs attackability",
+}
+
+
+def attackability_markdown(att: Attackability, method: str = "pearson") -> str:
+    """Table II layout: rows = correlation, one column (this model); ``*`` = p > 0.05."""
+    c = att.correlations()
+    lines = [f"| {method} correlation | value |", "|---|---|"]
+    for d in ("up", "down"):
+        for key, label in _ATT_NAMES.items():
+            name = f"**flip {d}**: {label}" if key == "RxC" else f"flip {d}: {label}"
+            lines.append(f"| {name} | {c[d][key].mark(method=method)} |")
+    return "\n".join(lines)
+
+
+def attackability_html(att: Attackability) -> str:
+    """Table II for one model: Pearson and Spearman coefficients with p-values (``*`` = p > 0.05)."""
+    c = att.correlations()
+    rows = []
+    for d in ("up", "down"):
+        for key, label in _ATT_NAMES.items():
+            st = c[d][key]
+            rows.append(
+                f"<tr><th scope='row'>flip {d}: {html.escape(label)}</th><td>{st.mark()}</td>"
+                f"<td>{st.pearson_p:.3g}</td><td>{st.mark(method='spearman')}</td><td>{st.spearman_p:.3g}</td>"
+                f"<td>{st.n}</td></tr>"
+            )
+    head = "<tr><th>correlation</th><th>Pearson r</th><th>p</th><th>Spearman ρ</th><th>p</th><th>labels</th></tr>"
+    return f"<table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def targets_vs_flips_markdown(tvf: TargetsVsFlips) -> str:
+    """Mean flips per (budget, number of targets), with ``t_opt``, ``flips_opt`` and their ratio."""
+    head = "| eps | " + " | ".join(str(n) for n in tvf.n_targets) + " | t_opt | flips_opt | ratio |"
+    lines = [head, "|---" * (len(tvf.n_targets) + 4) + "|"]
+    for b, eps in enumerate(tvf.budgets):
+        t, f = tvf.optimum(b)
+        cells = " | ".join(f"{v:.2f}" for v in tvf.mean_flips[b])
+        ratio = f / t if t else float("nan")
+        lines.append(f"| {eps:.4g} | {cells} | {t} | {f:.2f} | {ratio:.2f} |")
+    return "\n".join(lines)

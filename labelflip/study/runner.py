@@ -1,170 +1,227 @@
-"""Run a study: models x methods x seeds x samples x budgets into a resumable :class:`ResultsStore`.
+"""Run a study: spec -> plan of work units -> execute -> results store (resumable).
 
-Order of work per model: load (or train) the model, measure or reload its flip profile and (if a method needs
-them) its correlations, resolve the budgets, then for every method and seed attack the selected samples in
-fixed chunks of ``spec.chunk``; each chunk (all budgets) is one atomic unit in the store. A rerun skips stored
-units and recomputes nothing else that is stored (profiles and correlations are stored artefacts), so an
-interrupted study resumes exactly; fixed chunks keep the batches, and hence the results, bit-identical.
+:func:`run_study` prepares each model (load or train it, measure or reload its flip profile, correlations and
+attackability, resolve its budgets; every artefact is stored, so a rerun recomputes none of them), plans the work
+units (:mod:`labelflip.study.plan`), takes this worker's shard of them, and executes each unit not yet stored:
+one attack call over the unit's samples at all budgets, written to the store in one transaction. A study killed at
+any point resumes exactly on the next run; fixed chunks keep the batches, and hence the results, bit-identical.
 
-Deterministic methods run once (with the first seed); stochastic ones (random subsets) once per seed, with an
-independent generator per chunk (``seed * 1_000_003 + first sample index``).
+The report reads only the store: besides the rows the runner stores what it needs per model (the model's
+quality metrics and threshold, the dataset's label names and training co-occurrence, the budgets) and the
+adversarial images of the first ``report.examples`` samples of one method (SLAM when present), written in the
+same transaction as the unit they come from.
+
+Stochastic methods (random subsets) get an independent generator per unit (``seed * 1_000_003 + first sample``).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import importlib
-import importlib.util
 import logging
 import platform
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-import labelflip
-from labelflip._validation import fail
-from labelflip.attackability import Attackability, label_attackability
-from labelflip.correlation import Correlations, measure_correlations
-from labelflip.methods import MethodSpec, build_attack
-from labelflip.model import MultiLabelModel
-from labelflip.profile import Profile, probe_profile
-from labelflip.study.spec import ModelEntry, StudySpec
-from labelflip.study.store import ResultRow, ResultsStore
+from labelflip._version import __version__
+from labelflip.analysis import Attackability, Correlations, Profile
+from labelflip.attacks import AttackResult, attack_info, create_attack
+from labelflip.data import DatasetSplits, cooccurrence_matrix, create_dataset
+from labelflip.models import MultiLabelModel
+from labelflip.study.inputs import (
+    Progress,
+    load_model,
+    measure_attackability,
+    measure_correlations_for,
+    measure_profile,
+    select_samples,
+    stored_or_computed,
+)
+from labelflip.study.plan import WorkUnit, plan_units, shard
+from labelflip.study.spec import StudySpec
+from labelflip.study.store import ResultRow, ResultsStore, encode_array
 
-__all__ = ["StudyContext", "load_study_model", "run_study", "study_dataset"]
+__all__ = ["PreparedModel", "StudyContext", "run_study", "study_dataset"]
 
 log = logging.getLogger(__name__)
-Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class PreparedModel:
+    """A model ready to attack, with its artefacts and budgets."""
+
+    model: MultiLabelModel
+    fingerprint: str
+    metrics: dict[str, float]
+    profile: Profile
+    correlations: Correlations | None
+    attackability: Attackability | None
+    budgets: list[float]
 
 
 @dataclass
 class StudyContext:
-    """What the report needs besides the store: per-model data used by the study."""
+    """What a run used: the output directory, the prepared models, the samples and this worker's units."""
 
     spec: StudySpec
     out: Path
-    models: dict[str, MultiLabelModel]
-    profiles: dict[str, Profile]
-    correlations: dict[str, Correlations | None]
-    budgets: dict[str, list[float]]
+    models: dict[str, PreparedModel]
     x: Tensor
     dataset_indices: Tensor
-    label_names: list[str]
-    train_labels: Tensor
-    model_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
-    attackability: dict[str, Attackability] = field(default_factory=dict)
+    units: list[WorkUnit] = field(default_factory=list)
+    computed: int = 0
 
 
-def study_dataset(spec: StudySpec):
-    """The synthetic dataset of the study (the default one unless ``dataset.config`` overrides fields)."""
-    from labelflip import zoo
-    from labelflip.data import SyntheticConfig, make_synthetic
-
-    cfg = dict(spec.dataset.get("config") or {})
-    if not cfg:
-        return zoo.default_dataset()
-    try:
-        return make_synthetic(SyntheticConfig(**cfg))
-    except TypeError as exc:
-        raise fail("study spec", "dataset.config", "SyntheticConfig fields", sorted(cfg), str(exc)) from exc
-
-
-def _import_factory(ref: str) -> Callable[..., nn.Module]:
-    """``"pkg.module:callable"`` or ``"path/to/file.py:callable"``."""
-    target, _, attr = ref.rpartition(":")
-    if not target or not attr:
-        raise fail("study spec", "models.factory", "'module:callable' or 'file.py:callable'", ref)
-    try:
-        if target.endswith(".py"):
-            spec = importlib.util.spec_from_file_location(f"labelflip_user_{abs(hash(target))}", target)
-            if spec is None or spec.loader is None:
-                raise ImportError(target)
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-        else:
-            module = importlib.import_module(target)
-        return getattr(module, attr)
-    except (ImportError, AttributeError, FileNotFoundError) as exc:
-        raise fail(
-            "study spec", "models.factory", "an importable callable", ref, f"{type(exc).__name__}: {exc}"
-        ) from exc
-
-
-def load_study_model(
-    entry: ModelEntry, data: Any, progress: Progress | None = None
-) -> tuple[MultiLabelModel, str, dict[str, float]]:
-    """A wrapped model, its fingerprint and known quality metrics: built-in (trained if needed) or a user
-    factory (+ safetensors weights)."""
-    if entry.factory is None:
-        from labelflip import zoo
-
-        def on_epoch(info: dict[str, Any]) -> None:
-            if progress is not None:
-                progress(f"{entry.name} training", int(info["epoch"]), int(info["epochs"]))
-
-        built = zoo.load_builtin(entry.name, data=data, progress=on_epoch)
-        return MultiLabelModel(built.module, threshold=entry.threshold), built.fingerprint, dict(built.metrics)
-    module = _import_factory(entry.factory)()
-    if not isinstance(module, nn.Module):
-        raise fail("study spec", "models.factory", "a callable returning an nn.Module", type(module).__name__)
-    fingerprint = f"factory:{entry.factory}"
-    if entry.weights is not None:
-        from safetensors.torch import load_file
-
-        path = Path(entry.weights)
-        if not path.is_file():
-            raise fail("study spec", "models.weights", "an existing .safetensors file", str(path))
-        state = load_file(str(path))
-        module.load_state_dict(state)
-        import hashlib
-
-        fingerprint += ":" + hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-    model = MultiLabelModel(module, mean=entry.mean, std=entry.std, threshold=entry.threshold)
-    return model, fingerprint, {}
+def study_dataset(spec: StudySpec) -> DatasetSplits:
+    """The study's dataset (``dataset.name`` from the dataset registry, ``dataset.config`` as its options)."""
+    return create_dataset(spec.dataset["name"], **dict(spec.dataset.get("config") or {}))
 
 
 def _git_hash() -> str | None:
     try:
-        root = Path(labelflip.__file__).resolve().parent.parent
+        root = Path(__file__).resolve().parent.parent.parent
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
         return out.stdout.strip() or None if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
 
 
-def _manifest(spec: StudySpec) -> dict[str, Any]:
+def _runtime(models: dict[str, PreparedModel]) -> dict[str, Any]:
+    """What actually ran: devices and dtypes of the models, threads, torch build."""
+    devices = sorted({str(p.model.device) for p in models.values()})
+    dtypes = sorted({str(p.model.dtype).replace("torch.", "") for p in models.values()})
+    return {
+        "device": devices[0] if len(devices) == 1 else devices,
+        "dtype": dtypes[0] if len(dtypes) == 1 else dtypes,
+        "torch_threads": torch.get_num_threads(),
+        "cuda_available": torch.cuda.is_available(),
+    }
+
+
+def _manifest(spec: StudySpec, runtime: dict[str, Any]) -> dict[str, Any]:
     return {
         "study": spec.name,
         "spec": spec.to_dict(),
-        "labelflip_version": labelflip.__version__,
+        "labelflip_version": __version__,
         "git_hash": _git_hash(),
         "torch_version": torch.__version__,
         "numpy_version": np.__version__,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
-        "device": "cpu",
-        "dtype": "float32",
+        **runtime,
         "seeds": {"samples": spec.samples["seed"], "methods": spec.seeds},
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
 
 
-def _select(n_total: int, count: int, seed: int) -> Tensor:
-    if count > n_total:
-        raise fail("study spec", "samples.count", f"at most the split size {n_total}", count)
-    return torch.randperm(n_total, generator=torch.Generator().manual_seed(seed))[:count]
+def _budgets(spec: StudySpec, profile: Profile) -> list[float]:
+    if "fractions" in spec.budgets:
+        return [f * profile.eps_max for f in spec.budgets["fractions"]]
+    return list(spec.budgets["absolute"])
 
 
-def run_study(spec: StudySpec, *, progress: Progress | None = None) -> StudyContext:
-    """Run (or resume) a study; returns the context the report uses. Results live in ``<output>/results.sqlite``.
+def _prepare_model(
+    store: ResultsStore, spec: StudySpec, entry: Any, data: DatasetSplits, progress: Progress | None
+) -> PreparedModel:
+    name = entry.name
+    model, fp, metrics = load_model(
+        name,
+        data,
+        factory=entry.factory,
+        weights=entry.weights,
+        mean=entry.mean,
+        std=entry.std,
+        threshold=entry.threshold,
+        progress=progress,
+    )
+    store.check_fingerprint(name, fp)
+    seed = spec.samples["seed"]
+    p = spec.profile
+    profile = stored_or_computed(
+        store,
+        name,
+        "profile",
+        Profile,
+        lambda: measure_profile(
+            model,
+            data,
+            samples=p["samples"],
+            seed=seed,
+            interval=p["interval"],
+            order=p["order"],
+            curve=p["curve"],
+            norm=spec.norm,
+            fingerprint=fp,
+        ),
+    )
+    corr = None
+    if any("correlations" in attack_info(m)["requires"] for m in spec.methods):
+        c = spec.correlations
+        corr = stored_or_computed(
+            store,
+            name,
+            "correlations",
+            Correlations,
+            lambda: measure_correlations_for(
+                model,
+                data,
+                samples=c["samples"],
+                seed=seed,
+                eps=c["eps"],
+                fingerprint=fp,
+                progress=progress,
+                label=f"{name} correlations",
+            ),
+        )
+    att = None
+    a = spec.attackability
+    if a["per_label"] > 0:
+        att = stored_or_computed(
+            store,
+            name,
+            "attackability",
+            Attackability,
+            lambda: measure_attackability(
+                model,
+                data,
+                per_label=a["per_label"],
+                eps=a["eps"],
+                images=a["images"],
+                fingerprint=fp,
+                progress=progress,
+                label=f"{name} attackability",
+            ),
+        )
+    budgets = _budgets(spec, profile)
+    threshold = model.threshold.cpu()
+    store.put_artefact(
+        name,
+        "model",
+        {
+            "metrics": metrics,
+            "threshold": threshold.tolist(),
+            "budgets": budgets,
+            "fingerprint": fp,
+            "device": str(model.device),
+            "dtype": str(model.dtype).replace("torch.", ""),
+        },
+    )
+    return PreparedModel(model, fp, metrics, profile, corr, att, budgets)
+
+
+def _examples_method(spec: StudySpec) -> str:
+    return next((m for m in spec.methods if m.split(":")[0] == "slam"), spec.methods[0])
+
+
+def run_study(spec: StudySpec, *, progress: Progress | None = None, rank: int = 0, world: int = 1) -> StudyContext:
+    """Run (or resume) a study, or worker ``rank``'s shard of it; results live in ``<output>/results.sqlite``.
 
     Raises LabelflipError when the output directory holds a study with a different config or model.
     """
@@ -172,186 +229,88 @@ def run_study(spec: StudySpec, *, progress: Progress | None = None) -> StudyCont
     out.mkdir(parents=True, exist_ok=True)
     data = study_dataset(spec)
     split = getattr(data, spec.dataset["split"])
-    idx = _select(len(split), spec.samples["count"], spec.samples["seed"])
+    idx = select_samples(split, spec.samples["count"], spec.samples["seed"])
     x = split.x[idx]
-    ctx = StudyContext(spec, out, {}, {}, {}, {}, x, idx, list(data.label_names), data.train.y)
-    methods: list[MethodSpec] = spec.method_specs
     with ResultsStore(out / "results.sqlite") as store:
-        store.init_manifest(_manifest(spec), spec.config_hash())
-        for entry in spec.models:
-            model, fingerprint, metrics = load_study_model(entry, data, progress)
-            store.check_fingerprint(entry.name, fingerprint)
-            ctx.models[entry.name] = model
-            ctx.model_metrics[entry.name] = metrics
-            prof = _profile(store, spec, entry.name, model, data, fingerprint)
-            ctx.profiles[entry.name] = prof
-            corr = None
-            if any(m.needs_correlations for m in methods):
-                corr = _correlations(store, spec, entry.name, model, data, fingerprint, progress)
-            ctx.correlations[entry.name] = corr
-            if spec.attackability["per_label"] > 0:
-                ctx.attackability[entry.name] = _attackability(
-                    store, spec, entry.name, model, data, fingerprint, progress
-                )
-            if "fractions" in spec.budgets:
-                budgets = [f * prof.eps_max for f in spec.budgets["fractions"]]
-            else:
-                budgets = list(spec.budgets["absolute"])
-            ctx.budgets[entry.name] = budgets
-            for method in methods:
-                for seed in spec.seeds if method.kind == "random" else spec.seeds[:1]:
-                    _run_method(store, spec, entry.name, model, method, seed, prof, corr, budgets, x, idx, progress)
+        store.check_config(spec.config_hash())
+        prepared = {entry.name: _prepare_model(store, spec, entry, data, progress) for entry in spec.models}
+        store.init_manifest(_manifest(spec, _runtime(prepared)), spec.config_hash())
+        store.put_artefact(
+            "",
+            "dataset",
+            {
+                "label_names": list(data.label_names),
+                "cooccurrence": cooccurrence_matrix(data.train.y).double().tolist(),
+                "split": spec.dataset["split"],
+                "indices": idx.tolist(),
+            },
+        )
+        units = shard(plan_units(list(prepared), spec.methods, spec.seeds, x.shape[0], spec.chunk), rank, world)
+        ctx = StudyContext(spec, out, prepared, x, idx, units)
+        totals: dict[tuple[str, str, int], int] = {}
+        for u in units:
+            totals[(u.model, u.method, u.seed)] = totals.get((u.model, u.method, u.seed), 0) + 1
+        done: dict[tuple[str, str, int], int] = {}
+        for unit in units:
+            key = (unit.model, unit.method, unit.seed)
+            pm = prepared[unit.model]
+            if not store.has_unit(unit.model, unit.method, unit.seed, list(unit.samples), len(pm.budgets)):
+                _execute(store, spec, unit, pm, x, idx)
+                ctx.computed += 1
+            done[key] = done.get(key, 0) + 1
+            if progress is not None:
+                spec_label = next(s for s in spec.method_specs if str(s) == unit.method).label
+                seed_label = f" seed {unit.seed}" if attack_info(unit.method)["stochastic"] else ""
+                progress(f"{unit.model} {spec_label}{seed_label}", done[key], totals[key])
         log.info("study %s: %d rows in %s", spec.name, store.count(), store.path)
     return ctx
 
 
-T = TypeVar("T", Profile, Correlations, Attackability)
-
-
-def _stored(store: ResultsStore, model: str, kind: str, cls: type[T], compute: Callable[[], T]) -> T:
-    """A model's artefact from the store, or computed once and stored (so a rerun recomputes nothing)."""
-    stored = store.get_artefact(model, kind)
-    if stored is not None:
-        return cls.from_dict(stored)
-    value = compute()
-    store.put_artefact(model, kind, value.to_dict())
-    return value
-
-
-def _profile(store: ResultsStore, spec: StudySpec, name: str, model: MultiLabelModel, data: Any, fp: str) -> Profile:
-    p, seed = spec.profile, spec.samples["seed"] + 1
-    xv = data.val.x[_select(len(data.val), p["samples"], seed)]
-    return _stored(
-        store,
-        name,
-        "profile",
-        Profile,
-        lambda: probe_profile(
-            model,
-            xv,
-            interval=p["interval"],
-            order=p["order"],
-            curve=p["curve"],
-            norm=spec.norm,
-            model_fingerprint=fp,
-            seed=seed,
-        ),
+def _execute(store: ResultsStore, spec: StudySpec, unit: WorkUnit, pm: PreparedModel, x: Tensor, idx: Tensor) -> None:
+    """Attack one unit and store its rows (and, for the examples unit, the adversarial images) atomically."""
+    n_examples = min(int(spec.report.get("examples", 4)), x.shape[0])
+    keep = unit.method == _examples_method(spec) and unit.seed == spec.seeds[0] and unit.start == 0 and n_examples > 0
+    attack = create_attack(
+        unit.method,
+        pm.model,
+        profile=pm.profile,
+        correlations=pm.correlations,
+        seed=unit.seed * 1_000_003 + unit.start,
+        norm=spec.norm,
+        return_adv=keep,
     )
-
-
-def _phase(progress: Progress | None, label: str) -> Callable[[int, int], None] | None:
-    return None if progress is None else (lambda done, total: progress(label, done, total))
-
-
-def _correlations(
-    store: ResultsStore,
-    spec: StudySpec,
-    name: str,
-    model: MultiLabelModel,
-    data: Any,
-    fp: str,
-    progress: Progress | None = None,
-) -> Correlations:
-    c, seed = spec.correlations, spec.samples["seed"] + 2
-    xc = data.val.x[_select(len(data.val), c["samples"], seed)]
-    return _stored(
-        store,
-        name,
-        "correlations",
-        Correlations,
-        lambda: measure_correlations(
-            model,
-            xc,
-            eps=c["eps"],
-            label_names=list(data.label_names),
-            model_fingerprint=fp,
-            seed=seed,
-            progress=_phase(progress, f"{name} correlations"),
-        ),
-    )
-
-
-def _attackability(
-    store: ResultsStore,
-    spec: StudySpec,
-    name: str,
-    model: MultiLabelModel,
-    data: Any,
-    fp: str,
-    progress: Progress | None = None,
-) -> Attackability:
-    a = spec.attackability
-    n = min(a["images"], len(data.train))
-    return _stored(
-        store,
-        name,
-        "attackability",
-        Attackability,
-        lambda: label_attackability(
-            model,
-            data.train.x[:n],
-            data.train.y[:n],
-            eps=a["eps"],
-            n_per_label=a["per_label"],
-            frequency=data.train.label_frequencies(),
-            label_names=list(data.label_names),
-            model_fingerprint=fp,
-            progress=_phase(progress, f"{name} attackability"),
-        ),
-    )
-
-
-def _run_method(
-    store: ResultsStore,
-    spec: StudySpec,
-    model_name: str,
-    model: MultiLabelModel,
-    method: MethodSpec,
-    seed: int,
-    prof: Profile,
-    corr: Correlations | None,
-    budgets: list[float],
-    x: Tensor,
-    idx: Tensor,
-    progress: Progress | None,
-) -> None:
-    n = x.shape[0]
-    label = f"{model_name} {method.label}" + (f" seed {seed}" if method.kind == "random" else "")
-    starts = list(range(0, n, spec.chunk))
-    for done, start in enumerate(starts):
-        samples = list(range(start, min(n, start + spec.chunk)))
-        if store.has_unit(model_name, str(method), seed, samples, len(budgets)):
-            if progress is not None:
-                progress(label, done + 1, len(starts))
-            continue
-        attack = build_attack(
-            method, model, profile=prof, correlations=corr, seed=seed * 1_000_003 + start, norm=spec.norm
+    t0 = time.perf_counter()
+    res: AttackResult = attack(x[unit.start : unit.stop], pm.budgets)
+    share = (time.perf_counter() - t0) / len(unit.samples)
+    rows = [
+        ResultRow(
+            model=unit.model,
+            method=unit.method,
+            seed=unit.seed,
+            budget_index=b,
+            sample_index=s,
+            eps=float(pm.budgets[b]),
+            dataset_index=int(idx[s]),
+            steps=int(res.steps[b]),
+            flips=int(res.flips[b, i]),
+            flips_up=int(res.flips_up[b, i]),
+            flips_down=int(res.flips_down[b, i]),
+            linf=float(res.linf[b, i]),
+            l2=float(res.l2[b, i]),
+            clean_conf=res.clean_probs[i].numpy().astype(np.float32).tobytes(),
+            adv_conf=res.adv_probs[b, i].numpy().astype(np.float32).tobytes(),
+            elapsed_s=share,
         )
-        t0 = time.perf_counter()
-        res = attack(x[start : samples[-1] + 1], budgets)
-        share = (time.perf_counter() - t0) / len(samples)
-        rows = [
-            ResultRow(
-                model=model_name,
-                method=str(method),
-                seed=seed,
-                budget_index=b,
-                sample_index=s,
-                eps=float(budgets[b]),
-                dataset_index=int(idx[s]),
-                steps=int(res.steps[b]),
-                flips=int(res.flips[b, i]),
-                flips_up=int(res.flips_up[b, i]),
-                flips_down=int(res.flips_down[b, i]),
-                linf=float(res.linf[b, i]),
-                l2=float(res.l2[b, i]),
-                clean_conf=res.clean_probs[i].numpy().astype(np.float32).tobytes(),
-                adv_conf=res.adv_probs[b, i].numpy().astype(np.float32).tobytes(),
-                elapsed_s=share,
-            )
-            for b in range(len(budgets))
-            for i, s in enumerate(samples)
-        ]
-        store.write_unit(rows)
-        if progress is not None:
-            progress(label, done + 1, len(starts))
+        for b in range(len(pm.budgets))
+        for i, s in enumerate(unit.samples)
+    ]
+    artefacts = {}
+    if keep and res.x_adv is not None:
+        m = min(n_examples, unit.stop)
+        artefacts[(unit.model, "examples")] = {
+            "method": unit.method,
+            "sample_index": list(range(m)),
+            "clean": encode_array(x[:m].numpy()),
+            "adv": encode_array(res.x_adv[:, :m].numpy()),
+        }
+    store.write_unit(rows, artefacts=artefacts)

@@ -37,11 +37,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from labelflip._registry import Spec
 from labelflip._validation import LabelflipError, did_you_mean, fail
-from labelflip.methods import parse_method
-from labelflip.profile import PAPER_FRACTIONS
+from labelflip.analysis import PAPER_FRACTIONS
+from labelflip.attacks import parse_attack
+from labelflip.data import DATASETS, list_datasets
 
-__all__ = ["DEFAULTS", "DEMO_SPEC", "ModelEntry", "StudySpec", "load_spec"]
+__all__ = ["DEFAULTS", "DEMO_SPEC", "ModelEntry", "StudySpec", "load_spec", "spec_from_dict"]
 
 DEFAULTS: dict[str, Any] = {
     "name": "study",
@@ -109,12 +111,13 @@ class StudySpec:
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
-    def method_specs(self):
-        return [parse_method(m) for m in self.methods]
+    def method_specs(self) -> list[Spec]:
+        """The methods as parsed specs (canonical strings, labels, registry entries)."""
+        return [parse_attack(m) for m in self.methods]
 
     @property
     def baseline_label(self) -> str:
-        return parse_method(self.baseline).label
+        return parse_attack(self.baseline).label
 
 
 def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -207,9 +210,13 @@ def _validate(d: dict[str, Any]) -> StudySpec:
     if not isinstance(d["output"], str) or not d["output"]:
         raise fail(_OWNER, "output", "a directory path", d["output"])
     ds = d["dataset"]
-    if ds.get("name") != "synthetic":
+    if not isinstance(ds.get("name"), str) or ds["name"] not in DATASETS:
         raise fail(
-            _OWNER, "dataset.name", "'synthetic' (the built-in dataset; more loaders are planned)", ds.get("name")
+            _OWNER,
+            "dataset.name",
+            "a registered dataset: " + ", ".join(list_datasets()),
+            ds.get("name"),
+            "see `labelflip datasets`." + did_you_mean(str(ds.get("name")), list_datasets()),
         )
     if ds.get("split") not in ("train", "val", "test"):
         raise fail(_OWNER, "dataset.split", "one of train, val, test", ds.get("split"))
@@ -228,10 +235,22 @@ def _validate(d: dict[str, Any]) -> StudySpec:
         raise fail(_OWNER, "norm", "'linf' or 'l2'", d["norm"])
     if not isinstance(d["methods"], list) or not d["methods"]:
         raise fail(_OWNER, "methods", "a non-empty list of method specs", d["methods"])
-    methods = [str(parse_method(str(m))) for m in d["methods"]]
+    parsed = [parse_attack(str(m)) for m in d["methods"]]
+    methods = [str(m) for m in parsed]
     if len(set(methods)) != len(methods):
-        raise fail(_OWNER, "methods", "unique methods", d["methods"])
-    baseline = str(parse_method(str(d["baseline"])))
+        dup = next(m for m in methods if methods.count(m) > 1)
+        raise fail(
+            _OWNER,
+            "methods",
+            "distinct methods",
+            d["methods"],
+            f"{dup!r} is listed twice (spellings such as 'slam' and 'slam:0.5' are the same method); drop one.",
+        )
+    labels = [m.label for m in parsed]
+    if len(set(labels)) != len(labels):
+        dup = next(label for label in labels if labels.count(label) > 1)
+        raise fail(_OWNER, "methods", "methods with distinct table labels", d["methods"], f"two share {dup!r}.")
+    baseline = str(parse_attack(str(d["baseline"])))
     if baseline not in methods:
         raise fail(_OWNER, "baseline", "one of the study's methods", d["baseline"], f"add it to methods: {methods}.")
     seeds = d["seeds"]
@@ -309,3 +328,8 @@ def load_spec(
         key, raw = item.split("=", 1)
         _set_override(d, key.strip(), raw)
     return _validate(d)
+
+
+def spec_from_dict(data: Mapping[str, Any]) -> StudySpec:
+    """A :class:`StudySpec` from :meth:`StudySpec.to_dict` output (e.g. a stored manifest's ``spec``)."""
+    return _validate(_merge(copy.deepcopy(DEFAULTS), data))

@@ -10,6 +10,7 @@ is stored alongside; a store refuses to resume under a different config hash or 
 
 from __future__ import annotations
 
+import base64
 import csv
 import json
 import sqlite3
@@ -22,7 +23,7 @@ import numpy as np
 
 from labelflip._validation import LabelflipError
 
-__all__ = ["ResultRow", "ResultsStore"]
+__all__ = ["ResultRow", "ResultsStore", "decode_array", "encode_array"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS manifest (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -35,6 +36,17 @@ CREATE TABLE IF NOT EXISTS results (
     PRIMARY KEY (model, method, seed, budget_index, sample_index)
 );
 """
+
+
+def encode_array(a: np.ndarray) -> dict[str, Any]:
+    """A float32 array as JSON-able ``{shape, data (base64)}`` (adversarial examples in the artefacts table)."""
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    return {"shape": list(a.shape), "data": base64.b64encode(a.tobytes()).decode("ascii")}
+
+
+def decode_array(d: Mapping[str, Any]) -> np.ndarray:
+    """The inverse of :func:`encode_array`."""
+    return np.frombuffer(base64.b64decode(d["data"]), dtype=np.float32).reshape(d["shape"])
 
 
 @dataclass
@@ -87,16 +99,20 @@ class ResultsStore:
     def manifest(self) -> dict[str, Any]:
         return {k: json.loads(v) for k, v in self._db.execute("SELECT key, value FROM manifest")}
 
+    def check_config(self, config_hash: str) -> None:
+        """Refuse (before any work) a stored study whose config hash differs from ``config_hash``."""
+        stored = self.manifest().get("config_hash")
+        if stored is not None and stored != config_hash:
+            raise LabelflipError(
+                f"The output directory {self.path.parent} holds a study with a different configuration "
+                f"(config hash {stored} there, {config_hash} now). Refusing to mix results. "
+                "Fix: rerun with the original spec to resume it, or choose another output directory (--out)."
+            )
+
     def init_manifest(self, manifest: Mapping[str, Any], config_hash: str) -> None:
         """Create the manifest, or check that a stored study has the same config hash (refuse otherwise)."""
-        stored = self.manifest()
-        if stored:
-            if stored.get("config_hash") != config_hash:
-                raise LabelflipError(
-                    f"The output directory {self.path.parent} holds a study with a different configuration "
-                    f"(config hash {stored.get('config_hash')} there, {config_hash} now). Refusing to mix results. "
-                    "Fix: rerun with the original spec to resume it, or choose another output directory (--out)."
-                )
+        self.check_config(config_hash)
+        if "config_hash" in self.manifest():
             return
         with self._transaction():
             self._db.executemany(
@@ -143,12 +159,17 @@ class ResultsStore:
             )
         return count > 0
 
-    def write_unit(self, rows: Iterable[ResultRow]) -> None:
-        """Insert all rows of one unit in a single transaction (a duplicate key aborts the whole unit)."""
+    def write_unit(
+        self, rows: Iterable[ResultRow], *, artefacts: Mapping[tuple[str, str], Mapping[str, Any]] | None = None
+    ) -> None:
+        """Insert all rows of one unit, and artefacts that belong to it (``{(model, kind): value}``), in a single
+        transaction (a duplicate key aborts the whole unit)."""
         values = [astuple(r) for r in rows]
         placeholders = ", ".join("?" for _ in _COLUMNS)
         with self._transaction():
             self._db.executemany(f"INSERT INTO results ({', '.join(_COLUMNS)}) VALUES ({placeholders})", values)
+            for (model, kind), value in (artefacts or {}).items():
+                self._db.execute("INSERT OR REPLACE INTO artefacts VALUES (?, ?, ?)", (model, kind, json.dumps(value)))
 
     def count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM results").fetchone()[0])

@@ -1,4 +1,5 @@
-"""Built-in models: a registry of two model families trained on the synthetic default dataset.
+"""Built-in trained models: two model families trained on the synthetic default dataset, registered in
+:data:`labelflip.models.MODELS` (no architecture code lives here).
 
 ``load_builtin("asl-cnn")`` returns a trained model, training it on first use (about a minute on a laptop
 CPU) and caching the weights as safetensors under ``cache_dir`` (default: ``$LABELFLIP_CACHE`` or
@@ -9,31 +10,23 @@ retrains instead of loading stale weights.
 
 from __future__ import annotations
 
-import fnmatch
-import functools
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from torch import nn
-
-from labelflip._validation import LabelflipError, did_you_mean, fail
-from labelflip.data.synthetic import DatasetSplits, SyntheticConfig, make_synthetic
-from labelflip.zoo.architectures import ARCHITECTURES, ASLConvNet, QueryLabelNet, build_architecture
-from labelflip.zoo.checkpoints import fingerprint, load_checkpoint, save_checkpoint
+from labelflip._validation import LabelflipError, fail
+from labelflip.data import DatasetSplits, SyntheticConfig, default_dataset
+from labelflip.models.checkpoints import fingerprint, load_checkpoint, save_checkpoint
+from labelflip.models.registry import MODELS, LoadedModel
 from labelflip.zoo.training import ProgressCallback, TrainConfig, evaluate_model, train_model
 
 __all__ = [
-    "ARCHITECTURES",
-    "ASLConvNet",
     "BuiltinModel",
     "ModelSpec",
-    "QueryLabelNet",
     "TrainConfig",
-    "build_architecture",
     "default_cache_dir",
     "default_dataset",
     "evaluate_model",
@@ -75,56 +68,23 @@ _REGISTRY: dict[str, ModelSpec] = {
 }
 
 
-@dataclass
-class BuiltinModel:
-    """A trained built-in model.
-
-    Attributes:
-        module: the ``nn.Module`` (eval mode) mapping images ``(N, 3, H, W)`` in ``[0, 1]`` to logits ``(N, K)``.
-        name: registry name, e.g. ``"asl-cnn"``.
-        fingerprint: 16-hex-char cache key (see :func:`labelflip.zoo.checkpoints.fingerprint`).
-        metrics: ``{"test_map", "test_micro_f1", "test_macro_f1", "train_seconds"}``.
-        data_config: the :class:`SyntheticConfig` the model was trained on.
-        label_names: the K label names.
-        path: the cache file it was loaded from / saved to.
-    """
-
-    module: nn.Module
-    name: str
-    fingerprint: str
-    metrics: dict[str, float]
-    data_config: SyntheticConfig
-    label_names: list[str] = field(default_factory=list)
-    path: Path | None = None
+BuiltinModel = LoadedModel
+"""A trained built-in model (:class:`labelflip.models.LoadedModel`)."""
 
 
 def list_models(pattern: str = "*") -> list[str]:
-    """Sorted names of the registered built-in models matching the shell-style ``pattern``."""
+    """Sorted names of the built-in trained models matching the shell-style ``pattern``."""
     if not isinstance(pattern, str):
         raise fail("list_models", "pattern", "a shell-style pattern string", pattern, "e.g. 'asl*'.")
-    return sorted(n for n in _REGISTRY if fnmatch.fnmatchcase(n, pattern))
+    return [n for n in MODELS.list(pattern) if n in _REGISTRY]
 
 
 def model_spec(name: str) -> ModelSpec:
-    """The :class:`ModelSpec` of a registered model; unknown names answer 'did you mean'."""
-    if not isinstance(name, str) or name not in _REGISTRY:
-        raise fail(
-            "load_builtin",
-            "name",
-            "one of " + ", ".join(map(repr, _REGISTRY)),
-            name,
-            "see labelflip.zoo.list_models()." + did_you_mean(str(name), _REGISTRY),
-        )
-    return _REGISTRY[name]
-
-
-@functools.lru_cache(maxsize=1)
-def default_dataset() -> DatasetSplits:
-    """The default synthetic dataset (``make_synthetic(SyntheticConfig())``), built once per process.
-
-    Shared by every caller: treat its tensors as read-only.
-    """
-    return make_synthetic(SyntheticConfig())
+    """The :class:`ModelSpec` of a built-in model; unknown names answer 'did you mean'."""
+    entry = MODELS.get(name)
+    if entry.name not in _REGISTRY:
+        raise fail("model_spec", "name", "a built-in trained model: " + ", ".join(sorted(_REGISTRY)), name)
+    return _REGISTRY[entry.name]
 
 
 def default_cache_dir() -> Path:
@@ -198,3 +158,16 @@ def load_builtin(
         },
     )
     return BuiltinModel(module, name, fp, metrics, data.config, list(data.label_names), path)
+
+
+def _register(name: str) -> None:
+    spec = _REGISTRY[name]
+
+    def factory(*, data: DatasetSplits | None = None, progress: ProgressCallback | None = None, **options: object):
+        return load_builtin(name, data=data, progress=progress, **options)  # type: ignore[arg-type]
+
+    MODELS.add(name, factory, description=spec.description, input_size=(3, 32, 32), builtin=True)
+
+
+for _name in _REGISTRY:
+    _register(_name)

@@ -20,10 +20,10 @@ import torch
 from torch import nn
 
 from labelflip._validation import check_choice, check_float, check_int, fail
-from labelflip.data.synthetic import DatasetSplits, MultiLabelData
+from labelflip.data import DatasetSplits, MultiLabelData
+from labelflip.losses.training import asymmetric_loss
 from labelflip.metrics import classification_metrics
-from labelflip.zoo.architectures import ARCHITECTURES, build_architecture
-from labelflip.zoo.asl_loss import asymmetric_loss
+from labelflip.models.architectures import ARCHITECTURES, build_architecture
 
 __all__ = ["ProgressCallback", "TrainConfig", "evaluate_model", "predict_logits", "train_model"]
 

@@ -11,13 +11,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor, nn
 
 from labelflip._validation import check_int, fail
-from labelflip.attacks.mifgsm import MIFGSM
-from labelflip.attacks.subsets import closest_subsets
-from labelflip.model import MultiLabelModel, as_model
+from labelflip.attacks import MIFGSM, clean_pass, closest_subsets, prepare_inputs
+from labelflip.models import MultiLabelModel
 
 __all__ = ["TargetsVsFlips", "targets_vs_flips"]
 
@@ -47,16 +45,6 @@ class TargetsVsFlips:
             out.append(f / t if t > 0 else float("nan"))
         return out
 
-    def to_markdown(self) -> str:
-        head = "| eps | " + " | ".join(str(n) for n in self.n_targets) + " | t_opt | flips_opt | ratio |"
-        lines = [head, "|---" * (len(self.n_targets) + 4) + "|"]
-        for b, eps in enumerate(self.budgets):
-            t, f = self.optimum(b)
-            cells = " | ".join(f"{v:.2f}" for v in self.mean_flips[b])
-            ratio = f / t if t else float("nan")
-            lines.append(f"| {eps:.4g} | {cells} | {t} | {f:.2f} | {ratio:.2f} |")
-        return "\n".join(lines)
-
 
 def targets_vs_flips(
     model: nn.Module | MultiLabelModel,
@@ -67,11 +55,9 @@ def targets_vs_flips(
     batch_size: int | None = None,
 ) -> TargetsVsFlips:
     """Mean flips for every (budget, number of closest targets) pair; ``n_targets`` defaults to 0..K."""
-    m = as_model(model)
-    x = m.validate_inputs(x, owner="targets_vs_flips")
-    m.ensure_checked(x, owner="targets_vs_flips")
-    with m.eval_mode(), torch.no_grad():
-        probs = torch.sigmoid(m(x.to(m.device, m.dtype))).cpu()
+    m, x = prepare_inputs(model, x, "targets_vs_flips")
+    with m.eval_mode():
+        probs = clean_pass(m, x)[0].cpu()
     k = probs.shape[1]
     ns = (
         list(range(k + 1))

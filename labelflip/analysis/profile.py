@@ -25,19 +25,18 @@ import logging
 import math
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from labelflip._artefacts import read_json, write_json
-from labelflip._validation import LabelflipError, LabelflipWarning, check_choice, check_float, check_int, fail
-from labelflip.attacks.mifgsm import MIFGSM
-from labelflip.attacks.result import count_flips
-from labelflip.model import MultiLabelModel, as_model
+from labelflip._validation import LabelflipWarning, check_choice, check_float, check_int, fail
+from labelflip.analysis.artefact import Artefact
+from labelflip.attacks import MIFGSM, clean_pass, count_flips, prepare_inputs
+from labelflip.estimate import polynomial_estimate
+from labelflip.models import MultiLabelModel
 
 __all__ = ["PAPER_FRACTIONS", "Profile", "fit_profile_polynomial", "probe_profile", "stopping_rule"]
 
@@ -50,8 +49,9 @@ PAPER_FRACTIONS: tuple[float, ...] = (0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0)
 
 
 @dataclass
-class Profile:
-    """A model's flip profile: polynomial ``E(eps)`` plus the measured points it was fitted to.
+class Profile(Artefact):
+    """A model's flip profile: polynomial ``E(eps)`` plus the measured points it was fitted to. A
+    :class:`~labelflip.estimate.FlipEstimate` (SLAM, CLASS and random subsets read it).
 
     Attributes:
         coefficients: polynomial coefficients, **increasing** degree (``E(eps) = sum c_k eps^k``).
@@ -84,40 +84,16 @@ class Profile:
     seed: int | None = None
     notes: list[str] = field(default_factory=list)
 
+    FORMAT: ClassVar[str] = _FORMAT
+    CREATE_HINT: ClassVar[str] = "create one with `labelflip profile` or probe_profile(...).save(path)."
+
     def estimate(self, eps: float | Sequence[float] | np.ndarray) -> np.ndarray | float:
         """``E(eps)``: estimated mean flips (unclipped polynomial value)."""
-        val = np.polynomial.polynomial.polyval(np.asarray(eps, dtype=np.float64), np.asarray(self.coefficients))
-        return float(val) if np.ndim(val) == 0 else val
+        return polynomial_estimate(self.coefficients, eps)
 
     def budgets(self, fractions: Sequence[float] = PAPER_FRACTIONS) -> list[float]:
         """Budgets at fractions of ``eps_max`` (the paper's grid: 5-100 %, SPEC-reference-code §8)."""
         return [float(f) * self.eps_max for f in fractions]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"format": _FORMAT, **asdict(self)}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Profile:
-        if not isinstance(data, dict) or data.get("format") != _FORMAT:
-            raise LabelflipError(
-                f"Profile.from_dict: not a labelflip profile (expected format {_FORMAT!r}, got "
-                f"{data.get('format') if isinstance(data, dict) else type(data).__name__!r}). Fix: load a file "
-                "written by Profile.save()."
-            )
-        fields = {k: v for k, v in data.items() if k != "format"}
-        try:
-            return cls(**fields)
-        except TypeError as exc:
-            raise LabelflipError(f"Profile.from_dict: malformed profile ({exc}). Fix: re-create the profile.") from exc
-
-    def save(self, path: str | Path) -> Path:
-        """Write the profile as JSON (atomically) and return the path."""
-        return write_json(path, self.to_dict())
-
-    @classmethod
-    def load(cls, path: str | Path) -> Profile:
-        hint = "create one with `labelflip profile` or probe_profile(...).save(path)."
-        return cls.from_dict(read_json(path, owner="Profile.load", fmt=_FORMAT, create_hint=hint))
 
 
 def fit_profile_polynomial(eps: Sequence[float], flips: Sequence[float], order: int = 4) -> np.ndarray:
@@ -204,7 +180,6 @@ def probe_profile(
         model_fingerprint, seed: provenance recorded in the artefact.
         progress: optional callback ``(step, current_mean_flips)`` after each measurement.
     """
-    m = as_model(model)
     interval = check_int(_OWNER, "interval", interval, low=1)
     order = check_int(_OWNER, "order", order, low=1)
     curve = check_choice(_OWNER, "curve", curve, ("max", "bce"))
@@ -212,9 +187,7 @@ def probe_profile(
     max_eps = check_float(_OWNER, "max_eps", max_eps, low=0.0, low_inclusive=False)
     norm = check_choice(_OWNER, "norm", norm, ("linf", "l2"))
     min_pts = order + 2 if min_points is None else check_int(_OWNER, "min_points", min_points, low=2)
-    x = m.validate_inputs(x, owner=_OWNER)
-    m.ensure_checked(x, owner=_OWNER)
-    x = x.detach().to(m.device, m.dtype)
+    m, x = prepare_inputs(model, x, _OWNER)
 
     attacks = {"bce": MIFGSM(m, "bce", norm=norm, alpha=alpha)}
     if curve == "max":
@@ -225,8 +198,7 @@ def probe_profile(
         raise fail(_OWNER, "max_eps", f"at least one interval ({interval} steps = {interval * step:.4g})", max_eps)
 
     with m.eval_mode():
-        with torch.no_grad():
-            clean_pred = m.predict_from_probabilities(torch.sigmoid(m(x)))
+        _, clean_pred = clean_pass(m, x)
         target = (~clean_pred).to(x.dtype)
         trajs = {k: a.trajectory(x, target=target) for k, a in attacks.items()}
         curves: dict[str, list[float]] = {k: [_mean_flips(m, t.final(), clean_pred)] for k, t in trajs.items()}

@@ -11,14 +11,13 @@ return **logits** ``(N, K)``. Both are deterministic in ``eval()`` mode.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
-from labelflip._validation import check_float, check_int, did_you_mean, fail
+from labelflip._validation import check_float, check_int, fail
+from labelflip.models.architectures.registry import ARCHITECTURES
 
-__all__ = ["ARCHITECTURES", "ASLConvNet", "QueryLabelNet", "build_architecture"]
+__all__ = ["ASLConvNet", "QueryLabelNet"]
 
 
 def _conv_bn(cin: int, cout: int) -> list[nn.Module]:
@@ -37,6 +36,7 @@ def _backbone(in_channels: int, width: int) -> nn.Sequential:
     )
 
 
+@ARCHITECTURES.register("asl_convnet", input_size=None)
 class ASLConvNet(nn.Module):
     """A small ASL-style CNN: conv-BN-ReLU blocks, global average + max pooling, linear head.
 
@@ -64,6 +64,7 @@ class ASLConvNet(nn.Module):
         return self.head(pooled)
 
 
+@ARCHITECTURES.register("query_label_net", input_size=None)
 class QueryLabelNet(nn.Module):
     """A small Query2Label-style model.
 
@@ -150,27 +151,3 @@ class QueryLabelNet(nn.Module):
         queries = self.query_embed.unsqueeze(0).expand(x.shape[0], -1, -1)
         out = self.decoder(queries, memory)  # (N, K, d)
         return (out * self.fc_weight).sum(dim=-1) + self.fc_bias
-
-
-#: Architecture registry: name -> class. ``build_architecture(name, num_labels, **kwargs)`` builds one.
-ARCHITECTURES: dict[str, type[nn.Module]] = {
-    "asl_convnet": ASLConvNet,
-    "query_label_net": QueryLabelNet,
-}
-
-
-def build_architecture(name: str, num_labels: int, **kwargs: Any) -> nn.Module:
-    """Instantiate the architecture ``name`` (a key of :data:`ARCHITECTURES`) with K = ``num_labels``.
-
-    Parameters are initialised from the global RNG like any ``nn.Module``; callers that need seeded,
-    side-effect-free construction wrap this in ``torch.random.fork_rng`` (as ``train_model`` does).
-    """
-    if name not in ARCHITECTURES:
-        raise fail(
-            "build_architecture",
-            "name",
-            "one of " + ", ".join(map(repr, ARCHITECTURES)),
-            name,
-            "pick a registered architecture." + did_you_mean(str(name), ARCHITECTURES),
-        )
-    return ARCHITECTURES[name](num_labels, **kwargs)

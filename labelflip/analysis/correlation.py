@@ -20,16 +20,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from labelflip._artefacts import read_json, write_json
-from labelflip._validation import LabelflipError, check_float, check_int, fail
-from labelflip.attacks.mifgsm import MIFGSM, num_steps
-from labelflip.model import MultiLabelModel, as_model
+from labelflip._validation import check_float, check_int, fail
+from labelflip.analysis.artefact import Artefact
+from labelflip.analysis.single_label import attack_single_labels
+from labelflip.attacks import clean_pass, prepare_inputs
+from labelflip.models import MultiLabelModel
 
 __all__ = [
     "Correlations",
@@ -67,47 +67,31 @@ def instance_correlation_matrices(flipup_normalized: Tensor, target: Tensor) -> 
     return torch.where(up, u.unsqueeze(0), 1.0 - u.unsqueeze(0))
 
 
-def _single_label_rows(
-    model: MultiLabelModel,
+def _prepare(model: nn.Module | MultiLabelModel, x: Tensor, owner: str) -> tuple[MultiLabelModel, Tensor, Tensor]:
+    m, x = prepare_inputs(model, x, owner)
+    with m.eval_mode():
+        clean, _ = clean_pass(m, x)
+    return m, x, clean
+
+
+def _confidence_changes(
+    m: MultiLabelModel,
     x: Tensor,
+    clean: Tensor,
     pairs: Tensor,
     target_value: float,
     eps: float,
     batch_size: int,
-    clean_probs: Tensor,
     progress: Callable[[int, int], None] | None,
 ) -> Tensor:
-    """Attack label ``j`` alone (weight ``e_j``) toward ``target_value`` on image ``i`` for each ``(i, j)`` row of
-    ``pairs`` ``(R, 2)``; return the confidence change of every label ``(R, K)``."""
-    k = clean_probs.shape[1]
-    attack = MIFGSM(model, "bce")
-    steps = num_steps(eps, attack.step_size(x))
-    out = torch.empty(pairs.shape[0], k, dtype=torch.float64)
-    for lo in range(0, pairs.shape[0], batch_size):
-        chunk = pairs[lo : lo + batch_size]
-        xi, j = x[chunk[:, 0]], chunk[:, 1]
-        onehot = torch.zeros(chunk.shape[0], k, device=x.device, dtype=x.dtype)
-        onehot[torch.arange(chunk.shape[0]), j] = 1.0
-        t = onehot * target_value if target_value == 1.0 else torch.zeros_like(onehot)
-        traj = attack.trajectory(xi, target=t, weights=onehot, eps=eps)
-        for _ in range(steps):
-            traj.step()
-        with torch.no_grad():
-            adv = torch.sigmoid(model(traj.final()))
-        out[lo : lo + chunk.shape[0]] = (adv.double() - clean_probs[chunk[:, 0]].double()).cpu()
-        if progress is not None:
-            progress(min(lo + batch_size, pairs.shape[0]), pairs.shape[0])
-    return out
-
-
-def _prepare(model: nn.Module | MultiLabelModel, x: Tensor, owner: str) -> tuple[MultiLabelModel, Tensor, Tensor]:
-    m = as_model(model)
-    x = m.validate_inputs(x, owner=owner)
-    m.ensure_checked(x, owner=owner)
-    x = x.detach().to(m.device, m.dtype)
-    with m.eval_mode(), torch.no_grad():
-        clean = torch.sigmoid(m(x))
-    return m, x, clean
+    """Attack label ``j`` alone toward ``target_value`` (the target vector is ``target_value * e_j``) on image
+    ``i`` for each ``(i, j)`` row of ``pairs``; the confidence change of every label ``(R, K)`` float64."""
+    k = clean.shape[1]
+    targets = torch.zeros(pairs.shape[0], k)
+    if target_value == 1.0:
+        targets[torch.arange(pairs.shape[0]), pairs[:, 1]] = 1.0
+    adv = attack_single_labels(m, x, pairs, targets, eps, batch_size=batch_size, progress=progress)
+    return adv - clean[pairs[:, 0]].double().cpu()
 
 
 def flipup_matrix(
@@ -126,8 +110,7 @@ def flipup_matrix(
     m, x, clean = _prepare(model, x, owner)
     n, k = clean.shape
     pairs = torch.cartesian_prod(torch.arange(n), torch.arange(k))  # (n*K, 2): (image, label)
-    with m.eval_mode():
-        deltas = _single_label_rows(m, x, pairs, 1.0, eps, batch_size, clean, progress)
+    deltas = _confidence_changes(m, x, clean, pairs, 1.0, eps, batch_size, progress)
     return deltas.view(n, k, k).mean(dim=0)  # [j, :] averaged over images
 
 
@@ -163,8 +146,7 @@ def flipdown_matrix(
         imgs = torch.nonzero(y[:, j]).flatten()[:limit]
         pairs_list.append(torch.stack([imgs, torch.full_like(imgs, j)], dim=1))
     pairs = torch.cat(pairs_list)
-    with m.eval_mode():
-        deltas = _single_label_rows(m, x, pairs, 0.0, eps, batch_size, clean, progress)
+    deltas = _confidence_changes(m, x, clean, pairs, 0.0, eps, batch_size, progress)
     counts = torch.bincount(pairs[:, 1], minlength=k)
     sums = torch.zeros(k, k, dtype=torch.float64).index_add_(0, pairs[:, 1], deltas)
     matrix = sums / counts.clamp_min(1).unsqueeze(1).double()
@@ -173,7 +155,7 @@ def flipdown_matrix(
 
 
 @dataclass
-class Correlations:
+class Correlations(Artefact):
     """A saved correlation artefact: the raw flip-up matrix and how it was measured.
 
     Attributes:
@@ -189,6 +171,10 @@ class Correlations:
     flipdown_measured: Tensor | None = None
     model_fingerprint: str | None = None
     seed: int | None = None
+
+    FORMAT: ClassVar[str] = _FORMAT
+    CREATE_HINT: ClassVar[str] = "create one with `labelflip correlations` or measure_correlations(...).save(path)."
+    TENSOR_FIELDS: ClassVar[tuple[str, ...]] = ("flipup", "flipdown_measured")
 
     @property
     def num_labels(self) -> int:
@@ -209,48 +195,6 @@ class Correlations:
         if target.ndim != 2 or target.shape[1] != self.num_labels:
             raise fail("Correlations.instance_matrices", "target", f"of shape (N, {self.num_labels})", target)
         return instance_correlation_matrices(self.flipup_normalized, target)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "format": _FORMAT,
-            "flipup": self.flipup.double().tolist(),
-            "eps": self.eps,
-            "num_samples": self.num_samples,
-            "label_names": list(self.label_names),
-            "flipdown_measured": None if self.flipdown_measured is None else self.flipdown_measured.double().tolist(),
-            "model_fingerprint": self.model_fingerprint,
-            "seed": self.seed,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Correlations:
-        if not isinstance(data, dict) or data.get("format") != _FORMAT:
-            raise LabelflipError(
-                f"Correlations.from_dict: not a labelflip correlations artefact (expected format {_FORMAT!r}). "
-                "Fix: load a file written by Correlations.save()."
-            )
-        try:
-            down = data.get("flipdown_measured")
-            return cls(
-                flipup=torch.tensor(data["flipup"], dtype=torch.float64),
-                eps=float(data["eps"]),
-                num_samples=int(data["num_samples"]),
-                label_names=list(data.get("label_names", [])),
-                flipdown_measured=None if down is None else torch.tensor(down, dtype=torch.float64),
-                model_fingerprint=data.get("model_fingerprint"),
-                seed=data.get("seed"),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise LabelflipError(f"Correlations.from_dict: malformed artefact ({exc}). Fix: re-create it.") from exc
-
-    def save(self, path: str | Path) -> Path:
-        """Write the artefact as JSON (atomically) and return the path."""
-        return write_json(path, self.to_dict())
-
-    @classmethod
-    def load(cls, path: str | Path) -> Correlations:
-        hint = "create one with `labelflip correlations` or measure_correlations(...).save(path)."
-        return cls.from_dict(read_json(path, owner="Correlations.load", fmt=_FORMAT, create_hint=hint))
 
 
 def measure_correlations(

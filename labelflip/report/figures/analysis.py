@@ -1,5 +1,5 @@
-"""Figures for the analysis artefacts (matplotlib, headless). Each function writes one file (PNG, or SVG/PDF by
-suffix) and returns its path.
+"""Figures of the analysis artefacts (matplotlib, headless). Each function writes one file (PNG, or SVG/PDF by
+suffix) and returns its path, or one file per format with ``formats=("png", "svg")``.
 
 * :func:`plot_profile`: measured probe points and the fitted polynomial (seed Fig. 20).
 * :func:`plot_correlations`: flip-up / flip-down heatmaps beside the dataset co-occurrence (Fig. 5, 14).
@@ -15,29 +15,20 @@ from typing import Any
 
 import numpy as np
 
+from labelflip.report.figures._common import plt_module, save_figure, targets
+
 __all__ = ["plot_attackability", "plot_correlations", "plot_profile", "plot_targets_vs_flips"]
 
 
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
+def _save(fig: Any, path: str | Path, formats: Sequence[str] | None, owner: str) -> Path | list[Path]:
+    return save_figure(fig, targets(owner, path, formats), formats is None)
 
 
-def _save(fig: Any, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    _plt().close(fig)
-    return path
-
-
-def plot_profile(profile: Any, path: str | Path, *, title: str | None = None) -> Path:
+def plot_profile(
+    profile: Any, path: str | Path, *, title: str | None = None, formats: Sequence[str] | None = None
+) -> Path | list[Path]:
     """Measured mean flips (BCE, Linear and the fitted curve's points) and the polynomial ``E(eps)``."""
-    plt = _plt()
+    plt = plt_module()
     fig, ax = plt.subplots(figsize=(6, 4))
     eps = np.asarray(profile.eps)
     ax.plot(eps, profile.flips_bce, "s", ms=3, color="tab:blue", alpha=0.6, label="BCE probe")
@@ -52,7 +43,7 @@ def plot_profile(profile: Any, path: str | Path, *, title: str | None = None) ->
     ax.set_ylim(bottom=0)
     ax.set_title(title or f"Flip profile ({profile.num_samples} samples, K = {profile.num_labels})")
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return _save(fig, path, formats, "plot_profile")
 
 
 def plot_correlations(
@@ -62,10 +53,11 @@ def plot_correlations(
     cooccurrence: Any | None = None,
     label_names: Sequence[str] | None = None,
     title: str | None = None,
-) -> Path:
+    formats: Sequence[str] | None = None,
+) -> Path | list[Path]:
     """Heatmaps: normalised flip-up ``U'``, derived flip-down ``1 - U'``, the measured flip-down matrix (if
     present) and the dataset's co-occurrence (if given), side by side."""
-    plt = _plt()
+    plt = plt_module()
     panels = [("flip-up U' (normalised)", np.asarray(correlations.flipup_normalized))]
     panels.append(("flip-down, derived 1 - U'", np.asarray(correlations.flipdown_derived)))
     if correlations.flipdown_measured is not None:
@@ -83,12 +75,14 @@ def plot_correlations(
             ax.set_yticks(range(k), names, fontsize=5)
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.suptitle(title or f"Label correlations (eps = {correlations.eps:.4g}, n = {correlations.num_samples})")
-    return _save(fig, path)
+    return _save(fig, path, formats, "plot_correlations")
 
 
-def plot_attackability(att: Any, path: str | Path, *, title: str | None = None) -> Path:
+def plot_attackability(
+    att: Any, path: str | Path, *, title: str | None = None, formats: Sequence[str] | None = None
+) -> Path | list[Path]:
     """Per-label flip ratios (up, down) and mean clean confidences, labels sorted by flip-up ratio."""
-    plt = _plt()
+    plt = plt_module()
     up = np.asarray(att.up_ratio, dtype=float)
     order = np.argsort(np.nan_to_num(up, nan=-1.0))[::-1]
     names = [att.label_names[i] for i in order]
@@ -104,12 +98,14 @@ def plot_attackability(att: Any, path: str | Path, *, title: str | None = None) 
     axes[1].set_xticks(x, names, rotation=90, fontsize=7)
     axes[1].legend(fontsize=8)
     fig.suptitle(title or f"Per-label attackability (eps = {att.eps:.4g})")
-    return _save(fig, path)
+    return _save(fig, path, formats, "plot_attackability")
 
 
-def plot_targets_vs_flips(tvf: Any, path: str | Path, *, title: str | None = None) -> Path:
+def plot_targets_vs_flips(
+    tvf: Any, path: str | Path, *, title: str | None = None, formats: Sequence[str] | None = None
+) -> Path | list[Path]:
     """Mean flips vs number of targeted closest labels, one line (± population std band) per budget."""
-    plt = _plt()
+    plt = plt_module()
     fig, ax = plt.subplots(figsize=(6, 4))
     n = np.asarray(tvf.n_targets)
     for b, eps in enumerate(tvf.budgets):
@@ -124,4 +120,4 @@ def plot_targets_vs_flips(tvf: Any, path: str | Path, *, title: str | None = Non
     ax.set_ylim(bottom=0)
     ax.set_title(title or f"Targets vs flips ({tvf.num_samples} samples)")
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return _save(fig, path, formats, "plot_targets_vs_flips")

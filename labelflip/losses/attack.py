@@ -19,8 +19,7 @@ mse        ``t (1-P)^2 + (1-t) P^2``                                            
 
 from __future__ import annotations
 
-import fnmatch
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -28,9 +27,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from labelflip._validation import LabelflipError, check_float, did_you_mean, fail
+from labelflip._registry import Param, Registry
+from labelflip._validation import LabelflipError, check_float, fail
+from labelflip.estimate import FlipEstimate, PolynomialEstimate
 
 __all__ = [
+    "LOSSES",
     "AttackLoss",
     "BCELoss",
     "HingeLoss",
@@ -40,6 +42,10 @@ __all__ = [
     "create_loss",
     "list_losses",
 ]
+
+
+LOSSES: Registry[Any] = Registry("loss")
+"""The attack losses by name (``list_losses()``, ``create_loss("slam", profile=...)``)."""
 
 
 class AttackLoss:
@@ -85,6 +91,7 @@ def _linear_terms(logits: Tensor, target: Tensor) -> Tensor:
     return target * (1 - p) + (1 - target) * p
 
 
+@LOSSES.register("bce")
 class BCELoss(AttackLoss):
     """Binary cross-entropy on logits (seed eq. 2), numerically stable: never Inf, gradient ``P - t``."""
 
@@ -94,6 +101,7 @@ class BCELoss(AttackLoss):
         return _bce_terms(logits, target)
 
 
+@LOSSES.register("linear")
 class LinearLoss(AttackLoss):
     """Linear loss ``t (1-P) + (1-t) P`` (seed eq. 5, sign as in the authors' code).
 
@@ -107,6 +115,7 @@ class LinearLoss(AttackLoss):
         return _linear_terms(logits, target)
 
 
+@LOSSES.register("hinge", params=[Param("margin", float, 0.5, "the probability a label must cross, in (0, 1)")])
 class HingeLoss(AttackLoss):
     """``t max(0, m - P) + (1-t) max(0, P - m)``: zero once a label crossed ``margin`` (authors' code)."""
 
@@ -125,6 +134,7 @@ class HingeLoss(AttackLoss):
         return f"HingeLoss(margin={self.margin})"
 
 
+@LOSSES.register("mse")
 class MSELoss(AttackLoss):
     """Squared error on probabilities ``t (1-P)^2 + (1-t) P^2`` (authors' code)."""
 
@@ -135,6 +145,7 @@ class MSELoss(AttackLoss):
         return target * (1 - p).square() + (1 - target) * p.square()
 
 
+@LOSSES.register("slam", params=[Param("q", float, 0.5, "the maximum BCE share in [0, 1]")])
 class SLAMLoss(AttackLoss):
     """SLAM (seed eq. 6-7): ``(1 - q p) * Linear + q p * BCE``, with weights applied to both terms.
 
@@ -159,7 +170,7 @@ class SLAMLoss(AttackLoss):
 
     def __init__(
         self,
-        profile: Any | None = None,
+        profile: FlipEstimate | None = None,
         *,
         coefficients: Sequence[float] | np.ndarray | None = None,
         eps_max: float | None = None,
@@ -168,37 +179,40 @@ class SLAMLoss(AttackLoss):
         if profile is not None:
             if coefficients is not None or eps_max is not None:
                 raise fail("SLAMLoss", "profile", "given alone (not with coefficients/eps_max)", profile)
-            if not (hasattr(profile, "coefficients") and hasattr(profile, "eps_max")):
+            if not isinstance(profile, FlipEstimate):
                 raise fail(
                     "SLAMLoss",
                     "profile",
-                    "a Profile with .coefficients and .eps_max",
+                    "a flip estimate (a Profile, or anything with eps_max and estimate(eps))",
                     profile,
-                    "build one with labelflip.profile.probe_profile(...) or load it from JSON.",
+                    "build one with labelflip.analysis.probe_profile(...) or load it with Profile.load(path).",
                 )
-            coefficients, eps_max = profile.coefficients, profile.eps_max
-        if coefficients is None or eps_max is None:
-            raise fail(
-                "SLAMLoss",
-                "profile",
-                "given, or both coefficients and eps_max",
-                profile,
-                "SLAM needs the model's flip profile E(eps): pass profile=..., or coefficients=[c0, c1, ...] "
-                "(increasing degree) and eps_max=...",
-            )
-        try:
-            coefs = np.asarray(coefficients, dtype=np.float64).ravel()
-        except (TypeError, ValueError) as exc:
-            raise fail("SLAMLoss", "coefficients", "a sequence of floats (increasing degree)", coefficients) from exc
-        if coefs.size == 0 or not np.all(np.isfinite(coefs)):
-            raise fail("SLAMLoss", "coefficients", "a non-empty sequence of finite floats", coefficients)
-        self.coefficients = coefs
-        self.eps_max = check_float("SLAMLoss", "eps_max", eps_max, low=0.0, low_inclusive=False)
+        else:
+            if coefficients is None or eps_max is None:
+                raise fail(
+                    "SLAMLoss",
+                    "profile",
+                    "given, or both coefficients and eps_max",
+                    profile,
+                    "SLAM needs the model's flip profile E(eps): pass profile=..., or coefficients=[c0, c1, ...] "
+                    "(increasing degree) and eps_max=...",
+                )
+            try:
+                coefs = np.asarray(coefficients, dtype=np.float64).ravel()
+            except (TypeError, ValueError) as exc:
+                raise fail(
+                    "SLAMLoss", "coefficients", "a sequence of floats (increasing degree)", coefficients
+                ) from exc
+            if coefs.size == 0 or not np.all(np.isfinite(coefs)):
+                raise fail("SLAMLoss", "coefficients", "a non-empty sequence of finite floats", coefficients)
+            profile = PolynomialEstimate(tuple(float(c) for c in coefs), float(eps_max))
+        self.profile: FlipEstimate = profile
+        self.eps_max = check_float("SLAMLoss", "eps_max", profile.eps_max, low=0.0, low_inclusive=False)
         self.q = check_float("SLAMLoss", "q", q, low=0.0, high=1.0)
 
     def flip_estimate(self, eps: float) -> float:
         """``E(eps)``: the profile's estimate of the achievable mean flips at budget ``eps``."""
-        return float(np.polynomial.polynomial.polyval(float(eps), self.coefficients))
+        return float(self.profile.estimate(float(eps)))
 
     def mix_weight(self, eps: float, num_labels: int) -> float:
         """``q * p`` (seed eq. 6-7), the BCE share at budget ``eps`` for a model with ``num_labels`` labels."""
@@ -218,36 +232,23 @@ class SLAMLoss(AttackLoss):
         return (1 - w) * _linear_terms(logits, target) + w * _bce_terms(logits, target)
 
     def __repr__(self) -> str:
-        return f"SLAMLoss(eps_max={self.eps_max:.6g}, q={self.q}, order={self.coefficients.size - 1})"
-
-
-_REGISTRY: dict[str, Callable[..., AttackLoss]] = {
-    "bce": BCELoss,
-    "linear": LinearLoss,
-    "slam": SLAMLoss,
-    "hinge": HingeLoss,
-    "mse": MSELoss,
-}
+        coefs = getattr(self.profile, "coefficients", None)
+        order = f", order={len(coefs) - 1}" if coefs is not None else ""
+        return f"SLAMLoss(eps_max={self.eps_max:.6g}, q={self.q}{order})"
 
 
 def list_losses(pattern: str = "*") -> list[str]:
     """Names of the registered losses matching a glob ``pattern``."""
-    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+    return LOSSES.list(pattern)
 
 
 def create_loss(loss: str | AttackLoss, **kwargs: Any) -> AttackLoss:
-    """A loss by name (``"bce"``, ``"linear"``, ``"slam"``, ``"hinge"``, ``"mse"``) or an instance as is."""
+    """A loss by spec (``"bce"``, ``"linear"``, ``"hinge:margin=0.6"``, ``"slam"`` with ``profile=``) or an
+    instance as is."""
     if isinstance(loss, AttackLoss):
         if kwargs:
             raise fail("create_loss", "kwargs", "empty when a loss instance is given", kwargs)
         return loss
-    if not isinstance(loss, str) or loss.lower() not in _REGISTRY:
-        hint = did_you_mean(loss, _REGISTRY) if isinstance(loss, str) else ""
-        raise fail(
-            "create_loss",
-            "loss",
-            "one of " + ", ".join(map(repr, _REGISTRY)) + " or an AttackLoss",
-            loss,
-            "pick a registered loss." + hint,
-        )
-    return _REGISTRY[loss.lower()](**kwargs)
+    if not isinstance(loss, str):
+        raise fail("create_loss", "loss", "a registered loss name or an AttackLoss", loss, "see list_losses().")
+    return LOSSES.create(loss, **kwargs)

@@ -11,20 +11,19 @@ The wrapper owns everything the attacks need to know about a model and nothing e
 * an **eval-mode context** that puts every submodule in ``eval()`` and restores each submodule's previous
   ``training`` flag afterwards, even on error;
 * **validation** of user inputs (shape, dtype, range, NaN, label count) with errors naming the parameter and
-  the fix, and one-off **sanity checks** that warn with a remedy (or refuse, for probability outputs).
+  the fix. The one-off model **sanity checks** live in :mod:`labelflip.models.checks`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
-from labelflip._validation import LabelflipError, LabelflipWarning, check_choice, check_float, fail
+from labelflip._validation import LabelflipError, check_choice, check_float, fail
 
 __all__ = ["MultiLabelModel", "as_model"]
 
@@ -287,102 +286,10 @@ class MultiLabelModel(nn.Module):
         return y
 
     def check(self, x: Tensor, *, owner: str = _OWNER) -> None:
-        """One-off sanity checks on a few inputs; run automatically by attacks on their first call.
+        """Run :func:`labelflip.models.check_model` on ``x`` (attacks do this once, automatically)."""
+        from labelflip.models.checks import check_model
 
-        * output must be 2-D ``(N, K)`` with K matching ``num_labels`` and the threshold;
-        * ``output_kind="auto"``: outputs all in ``[0, 1]`` on random inputs look like probabilities and
-          are refused (SPEC.md, Conventions) with the fix;
-        * two identical eval-mode forward passes that differ -> warning (dropout or noise left on);
-        * an all-zero input gradient -> warning (detached input, argmax, quantisation).
-        """
-        x = self.validate_inputs(x, owner=owner)
-        sample = x[: min(4, x.shape[0])].detach().to(device=self.device, dtype=self.dtype)
-        with self.eval_mode(), torch.enable_grad():
-            xs = sample.clone().requires_grad_(True)
-            try:
-                out = self(xs)
-            except LabelflipError:
-                raise
-            except (RuntimeError, ValueError, TypeError, IndexError) as exc:
-                raise fail(
-                    owner,
-                    "x",
-                    "a batch the network accepts",
-                    x,
-                    f"the network raised {type(exc).__name__}: {exc}. A single image needs a batch dimension: "
-                    "x.unsqueeze(0).",
-                ) from exc
-            if not isinstance(out, Tensor) or out.ndim != 2 or out.shape[0] != xs.shape[0]:
-                raise fail(
-                    _OWNER,
-                    "module",
-                    "a network returning logits of shape (N, K)",
-                    out,
-                    "wrap it so it returns (N, K) logits, or pass output=... to select them.",
-                )
-            k = out.shape[1]
-            if self.num_labels is None:
-                self.num_labels = k
-            elif self.num_labels != k:
-                raise fail(
-                    _OWNER,
-                    "num_labels",
-                    f"equal to the network's output width {k}",
-                    self.num_labels,
-                    "fix num_labels or the network's head.",
-                )
-            if self.threshold.ndim == 1 and self.threshold.numel() != k:
-                raise fail(owner, "threshold", f"a float or {k} per-label values", self.threshold)
-            if not bool(torch.isfinite(out).all()):
-                raise LabelflipError(
-                    f"{owner}: the model returned NaN/Inf logits on valid inputs. Fix the model (or its "
-                    "normalisation: mean/std) before attacking it."
-                )
-            if not out.requires_grad:
-                raise LabelflipError(
-                    f"{owner}: the model's output does not depend differentiably on its input (computed under "
-                    "torch.no_grad(), or a detached input with frozen parameters): gradient attacks cannot run. "
-                    "Fix: make the forward pass differentiable in the input."
-                )
-            grad = torch.autograd.grad(out.sum(), xs, allow_unused=True)[0]
-            with torch.no_grad():  # compare like with like: no-grad passes may take fused fast paths
-                out1 = self(sample)
-                out2 = self(sample)
-                gen = torch.Generator(device="cpu").manual_seed(0)
-                low, high = self.bounds
-                rnd = torch.rand(sample.shape, generator=gen).to(sample) * (high - low) + low
-                rnd_out = self(rnd)
-        if self.output_kind == "auto":
-            both = torch.cat([out.detach(), rnd_out])
-            if bool(((both >= 0) & (both <= 1)).all()):
-                raise LabelflipError(
-                    f"{owner}: the model's outputs all lie in [0, 1] on random inputs: they look like "
-                    "probabilities (a sigmoid inside the model), but labelflip attacks logits. Fix: remove the "
-                    "final sigmoid, or pass output_kind='probabilities' to MultiLabelModel (converted to "
-                    "logits), or output_kind='logits' if these really are logits."
-                )
-        if not torch.equal(out1, out2):
-            warnings.warn(
-                f"{owner}: two identical forward passes in eval mode gave different outputs: the model is "
-                "stochastic (dropout or noise that ignores eval(), e.g. F.dropout(training=True)). Flips will "
-                "include random ones. Remedy: make the forward pass deterministic in eval mode.",
-                LabelflipWarning,
-                stacklevel=3,
-            )
-        if grad is None or not bool((grad != 0).any()):
-            warnings.warn(
-                f"{owner}: the gradient of the logits with respect to the input is zero everywhere: gradient "
-                "attacks cannot move the input (detached input, argmax/rounding, or saturated activations). "
-                "Remedy: make the forward pass differentiable in the input.",
-                LabelflipWarning,
-                stacklevel=3,
-            )
-        self._checked = True
-
-    def ensure_checked(self, x: Tensor, *, owner: str) -> None:
-        """Run :meth:`check` once per wrapper (cheap afterwards)."""
-        if not self._checked:
-            self.check(x, owner=owner)
+        check_model(self, x, owner=owner)
 
 
 def as_model(model: nn.Module | MultiLabelModel, **kwargs: Any) -> MultiLabelModel:

@@ -16,22 +16,21 @@ attackability vs confidence (R x C), frequency vs confidence (F x C) and frequen
 
 from __future__ import annotations
 
-import html
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import torch
 from scipy import stats
 from torch import Tensor, nn
 
-from labelflip._artefacts import read_json, write_json
-from labelflip._validation import LabelflipError, check_float, check_int, fail
-from labelflip.attacks.mifgsm import MIFGSM, num_steps
-from labelflip.model import MultiLabelModel, as_model
+from labelflip._validation import check_float, check_int, fail
+from labelflip.analysis.artefact import Artefact
+from labelflip.analysis.single_label import attack_single_labels
+from labelflip.attacks import clean_pass, prepare_inputs
+from labelflip.models import MultiLabelModel
 
 __all__ = ["Attackability", "CorrelationStat", "label_attackability"]
 
@@ -68,7 +67,7 @@ def _corr(a: np.ndarray, b: np.ndarray) -> CorrelationStat:
 
 
 @dataclass
-class Attackability:
+class Attackability(Artefact):
     """Per-label attackability in both directions (K labels).
 
     Attributes:
@@ -90,6 +89,9 @@ class Attackability:
     model_fingerprint: str | None = None
     notes: list[str] = field(default_factory=list)
 
+    FORMAT: ClassVar[str] = _FORMAT
+    CREATE_HINT: ClassVar[str] = "create one with `labelflip attackability` or label_attackability(...).save(path)."
+
     def correlations(self) -> dict[str, dict[str, CorrelationStat]]:
         """``{"up"|"down": {"RxC", "FxC", "FxR"}}`` with R = attackability, C = confidence, F = frequency."""
         out: dict[str, dict[str, CorrelationStat]] = {}
@@ -101,56 +103,6 @@ class Attackability:
             r, c = np.asarray(ratio, dtype=float), np.asarray(conf, dtype=float)
             out[d] = {"RxC": _corr(r, c), "FxC": _corr(freq, c), "FxR": _corr(freq, r)}
         return out
-
-    def table_markdown(self, method: str = "pearson") -> str:
-        """Table II layout: rows = correlation, one column (this model); ``*`` = p > 0.05."""
-        c = self.correlations()
-        lines = [f"| {method} correlation | value |", "|---|---|"]
-        for d in ("up", "down"):
-            lines.append(f"| **flip {d}**: attackability vs confidence | {c[d]['RxC'].mark(method=method)} |")
-            lines.append(f"| flip {d}: frequency vs confidence | {c[d]['FxC'].mark(method=method)} |")
-            lines.append(f"| flip {d}: frequency vs attackability | {c[d]['FxR'].mark(method=method)} |")
-        return "\n".join(lines)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"format": _FORMAT, **asdict(self)}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Attackability:
-        fields = {k: v for k, v in data.items() if k != "format"}
-        try:
-            return cls(**fields)
-        except TypeError as exc:
-            raise LabelflipError(f"Attackability: malformed artefact ({exc}). Fix: re-create it.") from exc
-
-    def save(self, path: str | Path) -> Path:
-        """Write the artefact as JSON (atomically) and return the path."""
-        return write_json(path, self.to_dict())
-
-    @classmethod
-    def load(cls, path: str | Path) -> Attackability:
-        hint = "create one with `labelflip attackability` or label_attackability(...).save(path)."
-        return cls.from_dict(read_json(path, owner="Attackability.load", fmt=_FORMAT, create_hint=hint))
-
-    def table_html(self) -> str:
-        """Table II for one model: Pearson and Spearman coefficients with p-values (``*`` = p > 0.05)."""
-        c = self.correlations()
-        names = {
-            "RxC": "attackability vs confidence",
-            "FxC": "frequency vs confidence",
-            "FxR": "frequency vs attackability",
-        }
-        rows = []
-        for d in ("up", "down"):
-            for key, label in names.items():
-                st = c[d][key]
-                rows.append(
-                    f"<tr><th scope='row'>flip {d}: {html.escape(label)}</th><td>{st.mark()}</td>"
-                    f"<td>{st.pearson_p:.3g}</td><td>{st.mark(method='spearman')}</td><td>{st.spearman_p:.3g}</td>"
-                    f"<td>{st.n}</td></tr>"
-                )
-        head = "<tr><th>correlation</th><th>Pearson r</th><th>p</th><th>Spearman ρ</th><th>p</th><th>labels</th></tr>"
-        return f"<table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
 
 
 def _eligible_pairs(gt: Tensor, pred: Tensor, want_gt: bool, limit: int) -> Tensor:
@@ -185,12 +137,10 @@ def label_attackability(
         n_per_label: at most this many images per label and direction (100 in the paper).
         frequency: training-set occurrence frequency per label ``(K,)`` for the F x C / F x R correlations.
     """
-    m = as_model(model)
     eps = check_float(_OWNER, "eps", eps, low=0.0, low_inclusive=False)
     limit = check_int(_OWNER, "n_per_label", n_per_label, low=1)
     batch_size = check_int(_OWNER, "batch_size", batch_size, low=1)
-    x = m.validate_inputs(x, owner=_OWNER)
-    m.ensure_checked(x, owner=_OWNER)
+    m, x = prepare_inputs(model, x, _OWNER)
     n = x.shape[0]
     gt = m.validate_labels(y, n, owner=_OWNER, param="y").bool().cpu()
     k = gt.shape[1]
@@ -199,40 +149,25 @@ def label_attackability(
         if freq.numel() != k:
             raise fail(_OWNER, "frequency", f"{k} values (one per label)", frequency)
     names = list(label_names) if label_names is not None else [str(i) for i in range(k)]
-    x = x.detach().to(m.device, m.dtype)
-    attack = MIFGSM(m, "bce")
-    steps = num_steps(eps, attack.step_size(x))
     with m.eval_mode():
-        with torch.no_grad():
-            probs = torch.sigmoid(m(x)).cpu()
-        pred = m.predict_from_probabilities(probs)
-        results = {}
-        for direction, want in (("up", False), ("down", True)):
-            pairs = _eligible_pairs(gt, pred, want, limit)
-            flipped = torch.zeros(pairs.shape[0], dtype=torch.bool)
-            for lo in range(0, pairs.shape[0], batch_size):
-                chunk = pairs[lo : lo + batch_size]
-                rows = torch.arange(chunk.shape[0])
-                w = torch.zeros(chunk.shape[0], k, dtype=x.dtype)
-                w[rows, chunk[:, 1]] = 1.0
-                t = (~pred[chunk[:, 0]]).to(x.dtype)
-                traj = attack.trajectory(x[chunk[:, 0]], target=t.to(x.device), weights=w.to(x.device), eps=eps)
-                for _ in range(steps):
-                    traj.step()
-                with torch.no_grad():
-                    adv = m.predict_from_probabilities(torch.sigmoid(m(traj.final()))).cpu()
-                flipped[lo : lo + chunk.shape[0]] = adv[rows, chunk[:, 1]] != pred[chunk[:, 0], chunk[:, 1]]
-                if progress is not None:
-                    progress(lo + chunk.shape[0], pairs.shape[0])
-            counts = torch.bincount(pairs[:, 1], minlength=k)
-            flips = torch.zeros(k).index_add_(0, pairs[:, 1], flipped.float())
-            conf = torch.zeros(k, dtype=torch.float64).index_add_(
-                0, pairs[:, 1], probs[pairs[:, 0], pairs[:, 1]].double()
-            )
-            denom = counts.clamp_min(1).double()
-            ratio = torch.where(counts > 0, flips.double() / denom, torch.full((k,), math.nan, dtype=torch.float64))
-            mean_conf = torch.where(counts > 0, conf / denom, torch.full((k,), math.nan, dtype=torch.float64))
-            results[direction] = (ratio.tolist(), counts.tolist(), mean_conf.tolist())
+        probs, _ = clean_pass(m, x)
+    probs = probs.cpu()
+    pred = m.predict_from_probabilities(probs)
+    results = {}
+    for direction, want in (("up", False), ("down", True)):
+        pairs = _eligible_pairs(gt, pred, want, limit)
+        targets = (~pred[pairs[:, 0]]).float()
+        adv = attack_single_labels(m, x, pairs, targets, eps, batch_size=batch_size, progress=progress)
+        rows = torch.arange(pairs.shape[0])
+        adv_pred = m.predict_from_probabilities(adv)
+        flipped = adv_pred[rows, pairs[:, 1]] != pred[pairs[:, 0], pairs[:, 1]]
+        counts = torch.bincount(pairs[:, 1], minlength=k)
+        flips = torch.zeros(k).index_add_(0, pairs[:, 1], flipped.float())
+        conf = torch.zeros(k, dtype=torch.float64).index_add_(0, pairs[:, 1], probs[pairs[:, 0], pairs[:, 1]].double())
+        denom = counts.clamp_min(1).double()
+        ratio = torch.where(counts > 0, flips.double() / denom, torch.full((k,), math.nan, dtype=torch.float64))
+        mean_conf = torch.where(counts > 0, conf / denom, torch.full((k,), math.nan, dtype=torch.float64))
+        results[direction] = (ratio.tolist(), counts.tolist(), mean_conf.tolist())
     notes = []
     for d in ("up", "down"):
         short = [names[j] for j, c in enumerate(results[d][1]) if c < limit]

@@ -1,4 +1,4 @@
-"""Checkpoint I/O for the built-in models: safetensors weights + JSON metadata, and cache fingerprints.
+"""Checkpoint I/O for labelflip-trained models: safetensors weights + JSON metadata, and cache fingerprints.
 
 Loading only ever reads safetensors files (no pickle, no ``torch.load``), so a checkpoint cannot run code.
 """
@@ -18,9 +18,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-import labelflip
 from labelflip._validation import fail
-from labelflip.zoo.architectures import ARCHITECTURES, build_architecture
+from labelflip._version import __version__
+from labelflip.models.architectures import ARCHITECTURES, build_architecture
 
 __all__ = ["CHECKPOINT_FORMAT", "fingerprint", "load_checkpoint", "save_checkpoint", "source_hash"]
 
@@ -29,9 +29,10 @@ _META_KEY = "labelflip"
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent
 #: Source files whose text is part of every fingerprint: editing them invalidates cached models.
 FINGERPRINTED_SOURCES: tuple[str, ...] = (
+    "data/base.py",
     "data/synthetic.py",
-    "zoo/architectures.py",
-    "zoo/asl_loss.py",
+    "models/architectures/builtin.py",
+    "losses/training.py",
     "zoo/training.py",
 )
 
@@ -73,7 +74,7 @@ def fingerprint(data_config: Any, train_config: Any, arch: str, arch_kwargs: Map
         "train": _to_plain(train_config),
         "arch": arch,
         "arch_kwargs": _to_plain(dict(arch_kwargs or {})),
-        "version": labelflip.__version__,
+        "version": __version__,
         "source": source_hash(),
     }
     try:
@@ -107,7 +108,7 @@ def save_checkpoint(
         "arch": arch,
         "num_labels": int(num_labels),
         "arch_kwargs": _to_plain(dict(arch_kwargs or {})),
-        "labelflip_version": labelflip.__version__,
+        "labelflip_version": __version__,
     }
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -145,7 +146,7 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
             "path",
             f"a checkpoint written by labelflip ({CHECKPOINT_FORMAT})",
             str(path),
-            "save it with labelflip.zoo.checkpoints.save_checkpoint.",
+            "save it with labelflip.models.checkpoints.save_checkpoint.",
         )
     return meta
 

@@ -1,0 +1,159 @@
+"""One MI-FGSM trajectory over a batch (seed App. I, Algorithm 2; SPEC.md "MI-FGSM"): the update rule, once.
+
+:class:`MIFGSM` runs trajectories to the step count of each budget; the analyses step them directly (the flip
+profile steps two in lock-step and looks every ``interval`` steps; correlations and attackability attack one label
+per row). Update, per sample (``normalize="sample"``)::
+
+    grad  = d loss(F(x_k), t; w, eps) / d x_k
+    g     = mu * g + grad / ||grad||_1          (L2: / ||grad||_2)
+    x_k+1 = x_k - alpha * sign(g)               (L2 project: x_k - alpha * g / ||g||_2;  L2 paper: x_k - alpha * g)
+    clip="step": x_k+1 <- clamp(project_eps(x_k+1), bounds)
+
+The state ``x`` is kept unclamped as the authors' code does; :meth:`Trajectory.final` projects to the budget and
+clamps to the bounds. A zero gradient gives a zero step (never NaN).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from labelflip.losses import AttackLoss
+from labelflip.models import MultiLabelModel
+
+__all__ = ["ALPHA_LINF", "StepRule", "Trajectory", "num_steps"]
+
+ALPHA_LINF = 1.0 / 2560.0
+"""The authors' fixed L-inf step, ``(1/256) / 10`` (SPEC-reference-code §1.1)."""
+
+
+def num_steps(eps: float, alpha: float) -> int:
+    """``n = floor(eps / alpha + 1e-9)``: the SPEC's step count (the 1e-9 absorbs float noise such as
+    ``6 * m = 0.018750000000000003``)."""
+    return math.floor(eps / alpha + 1e-9)
+
+
+@dataclass(frozen=True)
+class StepRule:
+    """The MI-FGSM update settings (see :class:`labelflip.attacks.MIFGSM` for their meaning)."""
+
+    norm: Literal["linf", "l2"] = "linf"
+    alpha: float = ALPHA_LINF
+    mu: float = 1.0
+    normalize: Literal["sample", "batch"] = "sample"
+    clip: Literal["final", "step"] = "final"
+    l2_mode: Literal["project", "paper"] = "project"
+
+
+def _view(v: Tensor, ndim: int) -> Tensor:
+    return v.view((-1,) + (1,) * (ndim - 1))
+
+
+class Trajectory:
+    """The state of one MI-FGSM run over a batch ``x0`` ``(N, ...)``: iterate ``x`` and momentum ``g``.
+
+    Args:
+        model: the wrapped classifier (inputs on its device and dtype).
+        loss: the attack loss (descended toward ``target``).
+        x0: clean inputs ``(N, ...)`` in the model's bounds.
+        target: ``(N, K)`` in {0, 1}.
+        weights: optional per-label weights ``(N, K)`` in [0, 1].
+        loss_eps: per-sample budget ``(N,)`` passed to eps-dependent losses (SLAM), or ``None``.
+        radius: per-sample projection radius ``(N,)`` (the budget); ``None`` = unbounded.
+        rule: the update settings.
+
+    ``k`` counts the steps taken; :meth:`step` advances one; :meth:`final` returns the adversarial input.
+    """
+
+    def __init__(
+        self,
+        model: MultiLabelModel,
+        loss: AttackLoss,
+        x0: Tensor,
+        target: Tensor,
+        *,
+        weights: Tensor | None = None,
+        loss_eps: Tensor | None = None,
+        radius: Tensor | None = None,
+        rule: StepRule = StepRule(),
+    ) -> None:
+        self.model = model
+        self.loss = loss
+        self.rule = rule
+        self.x0 = x0
+        self.x = x0.clone()
+        self.g = torch.zeros_like(x0)
+        self.target = target
+        self.weights = weights
+        self.loss_eps = loss_eps
+        r = torch.full((x0.shape[0],), math.inf, device=x0.device) if radius is None else radius
+        self.radius = _view(r.to(device=x0.device, dtype=x0.dtype), x0.ndim)
+        self.k = 0
+
+    def _normalise(self, v: Tensor, kind: str) -> Tensor:
+        flat = v.flatten(1)
+        denom = flat.abs().sum(dim=1) if kind == "l1" else flat.norm(dim=1)
+        if self.rule.normalize == "batch":
+            denom = (flat.abs().sum() if kind == "l1" else flat.norm()).expand(flat.shape[0])
+        denom = torch.where(denom > 0, denom, torch.ones_like(denom))  # zero gradient -> zero step, no NaN
+        return v / _view(denom, v.ndim)
+
+    def gradient(self) -> Tensor:
+        """``d loss / d x`` at the current iterate ``(N, ...)`` (the parameters get no gradient)."""
+        x = self.x.detach().requires_grad_(True)
+        logits = self.model(x)
+        loss = self.loss(logits, self.target, self.weights, self.loss_eps).sum()
+        (grad,) = torch.autograd.grad(loss, x)
+        return grad.detach()
+
+    def step(self) -> None:
+        """One MI-FGSM iteration."""
+        rule = self.rule
+        grad = self.gradient()
+        with torch.no_grad():
+            ghat = self._normalise(grad, "l1" if rule.norm == "linf" else "l2")
+            # g = mu * g + ghat, in place (same two roundings; mu = 1 makes the product exact)
+            self.g.mul_(rule.mu).add_(ghat)
+            if rule.norm == "linf":
+                # x - alpha * sign(g) in one kernel: alpha * (+-1, 0) is exact, so the bits are the same
+                x_new = self.x.sub(torch.sign(self.g), alpha=rule.alpha)
+            elif rule.l2_mode == "paper":
+                x_new = self.x.sub(self.g, alpha=rule.alpha)
+            else:
+                x_new = self.x.sub(self._normalise(self.g, "l2"), alpha=rule.alpha)
+            if rule.clip == "step":
+                x_new = self._clamp(x_new)
+            self.x = x_new
+        self.k += 1
+
+    def run_to(self, steps: int) -> Trajectory:
+        """Step until ``k == steps`` (no-op if already there); returns ``self``."""
+        while self.k < steps:
+            self.step()
+        return self
+
+    @staticmethod
+    def _project_l2(delta: Tensor, radius: Tensor) -> Tensor:
+        """Scale each sample's ``delta`` onto the L2 ball of its ``radius`` (``(N, 1, ...)``) if outside."""
+        norms = delta.flatten(1).norm(dim=1).view(radius.shape)
+        return delta * torch.where(norms > radius, radius / norms.clamp_min(1e-30), torch.ones_like(norms))
+
+    def _clamp(self, x: Tensor, radius: Tensor | None = None) -> Tensor:
+        """Project onto the eps-ball around ``x0`` (L-inf box or L2 ball), then clamp to the bounds."""
+        r = self.radius if radius is None else radius.to(self.x0.dtype).view(self.radius.shape)
+        if self.rule.norm == "linf":
+            x = torch.minimum(torch.maximum(x, self.x0 - r), self.x0 + r)
+        elif self.rule.l2_mode == "project":
+            x = self.x0 + self._project_l2(x - self.x0, r)
+        low, high = self.model.bounds
+        return x.clamp(low, high)
+
+    def final(self, radius: Tensor | None = None) -> Tensor:
+        """The adversarial input at the current step ``(N, ...)``: projected to ``radius`` (default: the
+        trajectory's) and clamped to the bounds."""
+        with torch.no_grad():
+            return self._clamp(self.x, radius)

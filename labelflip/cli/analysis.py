@@ -1,0 +1,179 @@
+"""The analyses of seed §IV-V as commands: ``profile``, ``correlations``, ``attackability``, ``targets-vs-flips``.
+
+Each measures on the built-in dataset with the study's conventions (:mod:`labelflip.study.inputs`: the same
+sample selector and seed offsets), saves the artefact and draws its figure with :mod:`labelflip.report`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from labelflip._validation import LabelflipError, check_choice, check_int, fail
+from labelflip.analysis import targets_vs_flips
+from labelflip.cli.common import app, console, fail_cleanly
+from labelflip.cli.loading import load_named_model
+from labelflip.data import cooccurrence_matrix
+from labelflip.report.figures import plot_attackability, plot_correlations, plot_profile, plot_targets_vs_flips
+from labelflip.report.tables import attackability_markdown, targets_vs_flips_markdown
+from labelflip.study.inputs import measure_attackability, measure_correlations_for, measure_profile, select_samples
+
+__all__ = ["attackability_cmd", "correlations_cmd", "profile_cmd", "targets_vs_flips_cmd"]
+
+
+@app.command("profile")
+def profile_cmd(
+    model: Annotated[str, typer.Option(help="registered model name")] = "asl-cnn",
+    samples: Annotated[int, typer.Option(help="probe samples from the validation split")] = 100,
+    interval: Annotated[int, typer.Option(help="steps between measurements")] = 10,
+    order: Annotated[int, typer.Option(help="polynomial order (4 or 3)")] = 4,
+    curve: Annotated[str, typer.Option(help="max (paper) or bce (authors' code)")] = "max",
+    norm: Annotated[str, typer.Option(help="linf or l2")] = "linf",
+    seed: Annotated[int, typer.Option(help="sample seed (the probe uses seed + 1, as studies do)")] = 0,
+    out: Annotated[Path, typer.Option(help="where to write the profile JSON")] = Path("profile.json"),
+) -> None:
+    """Measure a model's flip profile E(eps) and save it as JSON (plot beside it)."""
+    try:
+        check_int("labelflip profile", "--samples", samples, low=2)
+        check_int("labelflip profile", "--interval", interval, low=1)
+        check_int("labelflip profile", "--order", order, low=1)
+        check_choice("labelflip profile", "--curve", curve, ("max", "bce"))
+        check_choice("labelflip profile", "--norm", norm, ("linf", "l2"))
+        wrapped, fingerprint, data = load_named_model(model)
+        prof = measure_profile(
+            wrapped,
+            data,
+            samples=samples,
+            seed=seed,
+            interval=interval,
+            order=order,
+            curve=curve,
+            norm=norm,
+            fingerprint=fingerprint,
+            owner="labelflip profile",
+        )
+    except LabelflipError as exc:
+        fail_cleanly(exc)
+        return
+    prof.save(out)
+    png = plot_profile(prof, out.with_suffix(".png"))
+    console.print(
+        f"{model}: eps_max = {prof.eps_max:.5f} ({prof.stop_reason}), E(eps_max) = {prof.flips[-1]:.2f} of "
+        f"{prof.num_labels} labels; written to {out} (plot: {png})"
+    )
+
+
+@app.command("correlations")
+def correlations_cmd(
+    model: Annotated[str, typer.Option(help="registered model name")] = "asl-cnn",
+    samples: Annotated[int, typer.Option(help="validation images (the paper: 100)")] = 100,
+    eps: Annotated[float, typer.Option(help="budget of the single-label attacks")] = 0.005,
+    flipdown: Annotated[bool, typer.Option(help="also measure the flip-down matrix")] = False,
+    seed: Annotated[int, typer.Option(help="sample seed (the probe uses seed + 2, as studies do)")] = 0,
+    out: Annotated[Path, typer.Option(help="correlations JSON (a heatmap PNG is written beside it)")] = Path(
+        "correlations.json"
+    ),
+) -> None:
+    """Measure the flip-up correlation matrix (Alg. 1), save it and plot it next to the co-occurrence."""
+    try:
+        check_int("labelflip correlations", "--samples", samples, low=1)
+        if not eps > 0:
+            raise fail("labelflip correlations", "--eps", "a budget > 0", eps, "e.g. --eps 0.005.")
+        wrapped, fingerprint, data = load_named_model(model)
+        corr = measure_correlations_for(
+            wrapped,
+            data,
+            samples=samples,
+            seed=seed,
+            eps=eps,
+            flipdown=flipdown,
+            fingerprint=fingerprint,
+            owner="labelflip correlations",
+        )
+    except LabelflipError as exc:
+        fail_cleanly(exc)
+        return
+    corr.save(out)
+    png = plot_correlations(corr, out.with_suffix(".png"), cooccurrence=cooccurrence_matrix(data.train.y))
+    diag = corr.flipup.diagonal()
+    console.print(
+        f"{model}: flip-up matrix {corr.num_labels}x{corr.num_labels} at eps={eps} over {samples} images; attacked "
+        f"label rises by {float(diag.mean()):.3f} on average; written to {out} (heatmap: {png})"
+    )
+
+
+@app.command("attackability")
+def attackability_cmd(
+    model: Annotated[str, typer.Option(help="registered model name")] = "asl-cnn",
+    eps: Annotated[float, typer.Option(help="budget of the single-label attacks")] = 0.01,
+    per_label: Annotated[int, typer.Option(help="images per label and direction (the paper: 100)")] = 100,
+    images: Annotated[int, typer.Option(help="training images scanned for eligible ones")] = 2000,
+    out: Annotated[Path, typer.Option(help="attackability JSON (a bar plot PNG is written beside it)")] = Path(
+        "attackability.json"
+    ),
+) -> None:
+    """Per-label flip-up / flip-down attackability and its correlations with confidence and frequency (Table II)."""
+    try:
+        check_int("labelflip attackability", "--images", images, low=1)
+        check_int("labelflip attackability", "--per-label", per_label, low=1)
+        if not eps > 0:
+            raise fail("labelflip attackability", "--eps", "a budget > 0", eps, "e.g. --eps 0.01.")
+        wrapped, fingerprint, data = load_named_model(model)
+        att = measure_attackability(wrapped, data, per_label=per_label, eps=eps, images=images, fingerprint=fingerprint)
+    except LabelflipError as exc:
+        fail_cleanly(exc)
+        return
+    att.save(out)
+    png = plot_attackability(att, out.with_suffix(".png"))
+    console.print(f"[bold]{model}[/]: per-label attackability at eps={eps} (Table II; * = p > 0.05)")
+    console.print(attackability_markdown(att, "pearson"))
+    console.print(attackability_markdown(att, "spearman"))
+    for note in att.notes:
+        console.print(f"note: {note}")
+    console.print(f"written to {out} (plot: {png})")
+
+
+def _fractions(text: str) -> list[float]:
+    try:
+        fr = [float(f) for f in text.split(",") if f.strip()]
+    except ValueError:
+        fr = []
+    if not fr or any(not f > 0 for f in fr):
+        raise fail("labelflip targets-vs-flips", "--fractions", "comma-separated positive numbers", text)
+    return fr
+
+
+@app.command("targets-vs-flips")
+def targets_vs_flips_cmd(
+    model: Annotated[str, typer.Option(help="registered model name")] = "asl-cnn",
+    samples: Annotated[int, typer.Option(help="test samples")] = 32,
+    fractions: Annotated[str, typer.Option(help="budgets as fractions of eps_max")] = "0.1,0.3,0.6",
+    step: Annotated[int, typer.Option(help="step between numbers of targets")] = 2,
+    probe_samples: Annotated[int, typer.Option(help="validation images for the flip-profile probe")] = 100,
+    seed: Annotated[int, typer.Option(help="sample seed")] = 0,
+    out: Annotated[Path, typer.Option(help="plot PNG (a Markdown table is written beside it)")] = Path(
+        "targets-vs-flips.png"
+    ),
+) -> None:
+    """Flips vs number of closest-to-threshold targets at several budgets (Fig. 7); prints flips_opt / t_opt."""
+    try:
+        fr = _fractions(fractions)
+        check_int("labelflip targets-vs-flips", "--step", step, low=1)
+        check_int("labelflip targets-vs-flips", "--samples", samples, low=1)
+        check_int("labelflip targets-vs-flips", "--probe-samples", probe_samples, low=2)
+        wrapped, fingerprint, data = load_named_model(model)
+        n = min(probe_samples, len(data.val))
+        prof = measure_profile(wrapped, data, samples=n, seed=seed, fingerprint=fingerprint)
+        idx = select_samples(data.test, samples, seed, owner="labelflip targets-vs-flips", param="--samples")
+        k = data.train.num_labels
+        tvf = targets_vs_flips(wrapped, data.test.x[idx], [f * prof.eps_max for f in fr], list(range(0, k + 1, step)))
+    except LabelflipError as exc:
+        fail_cleanly(exc)
+        return
+    plot_targets_vs_flips(tvf, out)
+    text = targets_vs_flips_markdown(tvf)
+    out.with_suffix(".md").write_text(text + "\n")
+    console.print(text)
+    console.print(f"flips_opt / t_opt per budget: {', '.join(f'{r:.2f}' for r in tvf.ratios())} (paper: about 0.6)")

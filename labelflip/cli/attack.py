@@ -1,0 +1,130 @@
+"""``labelflip attack``: attack a model at a list of budgets with one or more methods; print a flip table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from labelflip._registry import Spec
+from labelflip._validation import LabelflipError, check_choice, check_int, fail
+from labelflip.analysis import PAPER_FRACTIONS, Correlations, Profile
+from labelflip.attacks import attack_info, create_attack, parse_attack, split_method_list
+from labelflip.cli.common import app, console, err_console, fail_cleanly, progress_bar
+from labelflip.cli.loading import load_named_model
+from labelflip.report import flip_table, to_rich
+from labelflip.study.inputs import measure_correlations_for, measure_profile, select_samples
+
+__all__ = ["attack", "parse_budgets", "parse_methods", "resolve_budgets"]
+
+
+def parse_methods(text: str, option: str = "--methods") -> list[Spec]:
+    """Parse a comma-separated method list before any work (errors name the option)."""
+    items = split_method_list(text)
+    if not items:
+        raise fail("labelflip", option, "a comma-separated list of methods", text, "e.g. bce,slam,class:0")
+    specs = [parse_attack(t) for t in items]
+    labels = [s.label for s in specs]
+    if len(set(labels)) != len(labels):
+        dup = next(label for label in labels if labels.count(label) > 1)
+        raise fail("labelflip", option, "distinct methods", text, f"{dup!r} is given twice; drop one.")
+    return specs
+
+
+def parse_budgets(text: str) -> list[tuple[float, bool]]:
+    """Parse ``--budgets`` before any work: ``[(value, is_percent)]``. ``"paper"`` = 5..100 % of eps_max."""
+    if text.strip() == "paper":
+        return [(f * 100, True) for f in PAPER_FRACTIONS]
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise fail("labelflip", "--budgets", "a comma-separated list", text, "e.g. --budgets 0.002,0.01 or 5%,10%")
+    spec = []
+    for it in items:
+        pct = it.endswith("%")
+        try:
+            value = float(it[:-1] if pct else it)
+        except ValueError as exc:
+            raise fail("labelflip", "--budgets", "numbers or percentages", it, "e.g. 0.002 or 5%.") from exc
+        if not value >= 0 or value == float("inf"):
+            raise fail("labelflip", "--budgets", "finite and non-negative", it)
+        spec.append((value, pct))
+    return spec
+
+
+def resolve_budgets(spec: list[tuple[float, bool]], profile: Profile | None) -> tuple[list[float], list[str]]:
+    """Absolute budgets and column labels; percentages are fractions of the profile's ``eps_max``."""
+    budgets, labels = [], []
+    for value, pct in spec:
+        if pct:
+            if profile is None:  # pragma: no cover - callers probe a profile whenever a % budget is present
+                raise fail("labelflip", "--budgets", "absolute when no profile is available", f"{value}%")
+            eps = value / 100 * profile.eps_max
+            budgets.append(eps)
+            labels.append(f"{value:g}%: {eps:.4f}")
+        else:
+            budgets.append(value)
+            labels.append(f"{value:.4g}")
+    return budgets, labels
+
+
+@app.command()
+def attack(
+    model: Annotated[str, typer.Option(help="registered model name (see `labelflip models`)")] = "asl-cnn",
+    split: Annotated[str, typer.Option(help="dataset split: train, val or test")] = "test",
+    samples: Annotated[int, typer.Option(help="number of samples (seeded selection)")] = 64,
+    budgets: Annotated[str, typer.Option(help="e.g. 0.002,0.01 or 5%,10%,100% or 'paper'")] = "paper",
+    methods: Annotated[
+        str | None, typer.Option(help="comma-separated method specs (see `labelflip methods`), e.g. bce,slam,class:0")
+    ] = None,
+    loss: Annotated[str | None, typer.Option(help="alias of --methods")] = None,
+    norm: Annotated[str, typer.Option(help="linf or l2")] = "linf",
+    profile: Annotated[Path | None, typer.Option(help="flip profile JSON (else probed on the val split)")] = None,
+    correlations: Annotated[Path | None, typer.Option(help="correlations JSON (else measured on val)")] = None,
+    eps_corr: Annotated[float, typer.Option(help="budget of the correlation attacks")] = 0.005,
+    probe_samples: Annotated[int, typer.Option(help="validation images for the profile / correlation probes")] = 100,
+    seed: Annotated[int, typer.Option(help="sample-selection and random-subset seed")] = 0,
+    batch_size: Annotated[int | None, typer.Option(help="attack batch size (memory)")] = None,
+    markdown: Annotated[Path | None, typer.Option(help="also write the table as Markdown here")] = None,
+) -> None:
+    """Attack a model at a list of budgets and print mean ± std flips per method."""
+    try:
+        # Validate every option before loading (or training) a model.
+        specs = parse_methods(methods or loss or "bce,linear,slam", "--loss" if loss and not methods else "--methods")
+        check_choice("labelflip attack", "--split", split, ("train", "val", "test"))
+        check_choice("labelflip attack", "--norm", norm, ("linf", "l2"))
+        check_int("labelflip attack", "--samples", samples, low=1)
+        check_int("labelflip attack", "--probe-samples", probe_samples, low=2)
+        budget_spec = parse_budgets(budgets)
+        wrapped, fingerprint, data = load_named_model(model)
+        needs = set().union(*(attack_info(s)["requires"] for s in specs))
+        prof = Profile.load(profile) if profile is not None else None
+        if prof is None and ("profile" in needs or any(pct for _, pct in budget_spec)):
+            n = min(probe_samples, len(data.val))
+            prof = measure_profile(wrapped, data, samples=n, seed=seed, norm=norm, fingerprint=fingerprint)
+        corr = Correlations.load(correlations) if correlations is not None else None
+        if corr is None and "correlations" in needs:
+            n = min(probe_samples, len(data.val))
+            corr = measure_correlations_for(wrapped, data, samples=n, seed=seed, eps=eps_corr, fingerprint=fingerprint)
+        eps, labels = resolve_budgets(budget_spec, prof)
+        part = getattr(data, split)
+        idx = select_samples(part, samples, seed, owner="labelflip attack", param="--samples")
+        results = {}
+        with progress_bar() as prog:
+            task = prog.add_task(f"{model}: attacks", total=len(specs))
+            for spec in specs:
+                attack_ = create_attack(
+                    spec, wrapped, profile=prof, correlations=corr, seed=seed, norm=norm, batch_size=batch_size
+                )
+                results[spec.label] = attack_(part.x[idx], eps, sample_ids=idx)
+                prog.advance(task)
+                if not err_console.is_terminal:
+                    err_console.print(f"{model}: {spec.label} done")
+        title = f"{model}: mean ± std flips over {samples} {split} samples ({norm})"
+        table = flip_table(results, column_labels=labels, title=title)
+    except LabelflipError as exc:
+        fail_cleanly(exc)
+        return
+    console.print(to_rich(table))
+    if markdown is not None:
+        markdown.write_text(table.to_markdown() + "\n")
