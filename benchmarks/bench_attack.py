@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from labelflip import zoo
 from labelflip.attacks import ALPHA_LINF, MIFGSM, num_steps
-from labelflip.model import MultiLabelModel
+from labelflip.models import MultiLabelModel
 
 
 def _time_interleaved(fns: dict[str, object], repeats: int) -> dict[str, float]:

@@ -20,11 +20,11 @@ import time
 import torch
 from torch import nn
 
+from labelflip.analysis.correlation import instance_correlation_matrices
 from labelflip.attacks import ALPHA_LINF, MIFGSM
 from labelflip.attacks.subsets import class_subsets
-from labelflip.correlation import instance_correlation_matrices
-from labelflip.model import MultiLabelModel
-from labelflip.zoo.architectures import ASLConvNet
+from labelflip.models import MultiLabelModel
+from labelflip.models.architectures import ASLConvNet
 
 K = 80
 GRID = [

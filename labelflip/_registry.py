@@ -53,13 +53,15 @@ REQUIRED: Any = _Required()
 @dataclass(frozen=True)
 class Param:
     """A parameter a spec string may set: its name, type (``float``, ``int``, ``bool`` or ``str``), default
-    (or :data:`REQUIRED`) and a one-line help text. Range checks belong to the factory (it raises
-    :class:`LabelflipError` naming the parameter)."""
+    (or :data:`REQUIRED`), a one-line help text and an optional inclusive range ``[low, high]``, checked when the
+    spec is parsed (so a bad value is refused before any work; the factory validates again)."""
 
     name: str
     type: type = float
     default: Any = REQUIRED
     help: str = ""
+    low: float | None = None
+    high: float | None = None
 
     @property
     def required(self) -> bool:
@@ -76,7 +78,15 @@ class Param:
         )
         if not ok:
             raise fail(owner, self.name, f"a {t.__name__}", value, self.help or None)
-        return t(value)
+        out = t(value)
+        if (self.low is not None and out < self.low) or (self.high is not None and out > self.high):
+            bounds = (
+                f"in [{self.low}, {self.high}]"
+                if self.low is not None and self.high is not None
+                else (f">= {self.low}" if self.low is not None else f"<= {self.high}")
+            )
+            raise fail(owner, self.name, f"a {t.__name__} {bounds}", value, self.help or None)
+        return out
 
     def format(self, value: Any) -> str:
         if isinstance(value, bool):

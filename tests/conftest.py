@@ -1,15 +1,16 @@
-"""Shared tiny models and inputs: CPU, seconds, no network."""
+"""Shared fixtures (CPU, seconds, no network); the models and inputs they use live in ``tests/helpers.py``."""
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import pytest
 import torch
 from torch import nn
 
-from labelflip.model import MultiLabelModel
+from labelflip.models import MultiLabelModel
 from tests.chromium_support import chromium  # noqa: F401  (session fixture)
-
-K = 6
+from tests.helpers import TinyCNN, make_inputs
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -19,37 +20,6 @@ def _single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
-
-
-def _init(module: nn.Module, seed: int, scale: float = 0.5) -> nn.Module:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * scale)
-    return module
-
-
-class TinyCNN(nn.Module):
-    """Conv -> ReLU -> pool -> linear: logits (N, K) for (N, 3, 8, 8) inputs. Has dropout and BN."""
-
-    def __init__(self, k: int = K, seed: int = 0) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.AdaptiveAvgPool2d(2)
-        )
-        self.drop = nn.Dropout(0.5)
-        self.head = nn.Linear(24, k)
-        _init(self, seed)
-        self.features[1].running_var.fill_(1.0)
-        with torch.no_grad():  # sensitive enough that small budgets flip labels
-            self.head.weight.mul_(2.0)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.drop(self.features(x).flatten(1)))
-
-
-def make_inputs(n: int = 5, seed: int = 1, shape: tuple[int, ...] = (3, 8, 8)) -> torch.Tensor:
-    return torch.rand((n, *shape), generator=torch.Generator().manual_seed(seed))
 
 
 @pytest.fixture
@@ -75,3 +45,43 @@ def linear_model() -> MultiLabelModel:
         lin.weight.copy_(torch.tensor([[1.0, -2.0, 0.5, 0.0], [0.0, 1.0, -1.0, 3.0], [-1.0, 0.0, 0.0, 0.0]]))
         lin.bias.copy_(torch.tensor([0.1, -0.2, 0.05]))
     return MultiLabelModel(lin)
+
+
+@pytest.fixture
+def tiny_zoo(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Stand-ins for the built-in models (TinyCNN, K = 8) and dataset; returns the names loaded."""
+
+    class Split(SimpleNamespace):
+        def __len__(self) -> int:
+            return self.x.shape[0]
+
+        @property
+        def num_labels(self) -> int:
+            return self.y.shape[1]
+
+        def label_frequencies(self) -> torch.Tensor:
+            return self.y.mean(0)
+
+    def labels(n: int, seed: int) -> torch.Tensor:
+        return (torch.rand(n, 8, generator=torch.Generator().manual_seed(seed)) < 0.4).float()
+
+    data = SimpleNamespace(
+        train=Split(x=make_inputs(16, seed=1), y=labels(16, 1)),
+        val=Split(x=make_inputs(12, seed=2), y=labels(12, 2)),
+        test=Split(x=make_inputs(10, seed=3), y=labels(10, 3)),
+        label_names=[f"l{i}" for i in range(8)],
+    )
+    loaded: list[str] = []
+
+    def load_builtin(name: str, **kwargs):
+        loaded.append(name)
+        return SimpleNamespace(
+            module=TinyCNN(k=8, seed=4), fingerprint=f"fp-{name}", metrics={"test_map": 0.5}, name=name
+        )
+
+    from labelflip import zoo
+    from labelflip.data import synthetic
+
+    monkeypatch.setattr(zoo, "load_builtin", load_builtin)
+    monkeypatch.setattr(synthetic, "default_dataset", lambda: data)
+    return loaded

@@ -11,14 +11,14 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from conftest import K, TinyCNN
 from torch import nn
 
 from labelflip._validation import LabelflipError
+from labelflip.analysis import Profile, fit_profile_polynomial, probe_profile
 from labelflip.attacks.mifgsm import MIFGSM
 from labelflip.losses import SLAMLoss, create_loss
-from labelflip.model import MultiLabelModel
-from labelflip.profile import Profile, fit_profile_polynomial, probe_profile
+from labelflip.models import MultiLabelModel
+from tests.helpers import K, TinyCNN
 
 N = 5  # conftest's x fixture: (5, 3, 8, 8)
 
@@ -419,12 +419,13 @@ def cli_no_models(monkeypatch: pytest.MonkeyPatch) -> Any:
     """The CLI app with model loading and dataset building disabled (a test must fail before them)."""
     typer_testing = pytest.importorskip("typer.testing")
     from labelflip import cli
+    from labelflip.cli import loading
 
     def forbidden(*args: object, **kwargs: object) -> None:
         raise AssertionError("the CLI loaded a model/dataset before validating its options")
 
-    monkeypatch.setattr(cli, "_load_builtin", forbidden)
-    monkeypatch.setattr(cli, "_dataset", forbidden)
+    monkeypatch.setattr(loading, "create_model", forbidden)
+    monkeypatch.setattr(loading, "create_dataset", forbidden)
     return cli.app, typer_testing.CliRunner()
 
 

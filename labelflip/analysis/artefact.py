@@ -91,14 +91,18 @@ class Artefact:
             parts = ([f"missing fields {', '.join(missing)}"] if missing else []) + (
                 [f"unknown fields {', '.join(unknown)}"] if unknown else []
             )
-            raise LabelflipError(f"{owner}: malformed artefact ({'; '.join(parts)}). Fix: {cls.CREATE_HINT}")
+            raise LabelflipError(
+                f"{owner}: malformed {cls.__name__.lower()} artefact ({'; '.join(parts)}). Fix: {cls.CREATE_HINT}"
+            )
         try:
             for name in cls.TENSOR_FIELDS:
                 if given.get(name) is not None:
                     given[name] = torch.tensor(given[name], dtype=torch.float64)
             return cls(**given)
         except (TypeError, ValueError, RuntimeError) as exc:
-            raise LabelflipError(f"{owner}: malformed artefact ({exc}). Fix: {cls.CREATE_HINT}") from exc
+            raise LabelflipError(
+                f"{owner}: malformed {cls.__name__.lower()} artefact ({exc}). Fix: {cls.CREATE_HINT}"
+            ) from exc
 
     def save(self, path: str | Path) -> Path:
         """Write the artefact as JSON (atomically) and return the path."""

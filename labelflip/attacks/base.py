@@ -29,7 +29,7 @@ import numbers
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -108,6 +108,9 @@ class Batch:
         sample_ids: ``(N,)`` int64 identities of the samples (positions in the call unless the caller gave
             dataset indices): what per-sample randomness is derived from, so it never depends on chunking.
         info: facts the attack reports about this call, merged into ``AttackResult.extra``.
+
+    An attack that chooses label weights itself (the subset attacks) sets ``weights`` before it returns, so the
+    result reports the weights that were used.
     """
 
     x: Tensor
@@ -117,9 +120,6 @@ class Batch:
     weights: Tensor | None
     sample_ids: Tensor
     info: dict[str, Any] = field(default_factory=dict)
-
-    def with_weights(self, weights: Tensor | None) -> Batch:
-        return replace(self, weights=weights)
 
 
 class Attack(ABC):
@@ -216,7 +216,13 @@ class Attack(ABC):
                 x_adv, min_norm = self._run_batch(batch, budgets)
                 parts.append(self._evaluate(batch, x_adv, min_norm))
         # Per-sample tensors are concatenated on dim 0, per-budget ones (B, N, ...) on dim 1.
-        merged = {key: torch.cat([p[key] for p in parts], dim=0 if key in _PER_SAMPLE_KEYS else 1) for key in parts[0]}
+        merged = {
+            key: torch.cat(
+                [p[key] for p in parts],
+                dim=0 if key in _PER_SAMPLE_KEYS or (key == "weights" and parts[0][key].ndim == 2) else 1,
+            )
+            for key in parts[0]
+        }
         total, up, down = count_flips(merged["clean_pred"], merged["adv_pred"])
         return AttackResult(
             eps=torch.tensor(budgets, dtype=torch.float64),
@@ -229,7 +235,7 @@ class Attack(ABC):
             adv_probs=merged["adv_probs"],
             adv_pred=merged["adv_pred"],
             target=merged["target"],
-            weights=None if w is None else w.cpu(),
+            weights=merged.get("weights"),
             linf=merged["linf"],
             l2=merged["l2"],
             norm=self.norm,
@@ -257,6 +263,8 @@ class Attack(ABC):
             "linf": delta.abs().amax(dim=2).cpu() if delta.shape[2] else torch.zeros(delta.shape[:2]),
             "l2": delta.norm(dim=2).cpu(),
         }
+        if batch.weights is not None:
+            out["weights"] = batch.weights.float().cpu()
         if min_norm is not None:
             out["min_norm"] = min_norm.double().cpu()
         if self.return_adv:

@@ -205,7 +205,7 @@ def _slam_label(params: dict) -> str:
 
 @ATTACKS.register(
     "slam",
-    params=[Param("q", float, 0.5, "the maximum BCE share in [0, 1] (seed eq. 6-7; Table IX: 0.25-1)")],
+    params=[Param("q", float, 0.5, "the maximum BCE share in [0, 1] (seed eq. 6-7; Table IX: 0.25-1)", 0.0, 1.0)],
     label=_slam_label,
     description="MI-FGSM, SLAM loss: Linear at small budgets, BCE share growing with E(eps)",
 )

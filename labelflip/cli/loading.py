@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from labelflip.cli.common import err_console, progress_bar
-from labelflip.data import DatasetSplits, default_dataset
+from labelflip.data import DatasetSplits, create_dataset
 from labelflip.models import MultiLabelModel, create_model
 
 __all__ = ["load_named_model"]
@@ -11,7 +11,7 @@ __all__ = ["load_named_model"]
 
 def load_named_model(name: str) -> tuple[MultiLabelModel, str, DatasetSplits]:
     """``(wrapped model, fingerprint, dataset)`` for a registered model name, training it first if needed."""
-    data = default_dataset()
+    data = create_dataset("synthetic")
     with progress_bar() as prog:
         task = prog.add_task(f"{name}: load or train", total=None)
         built = create_model(name, data=data, progress=lambda *_: prog.advance(task))

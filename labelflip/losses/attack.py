@@ -115,7 +115,9 @@ class LinearLoss(AttackLoss):
         return _linear_terms(logits, target)
 
 
-@LOSSES.register("hinge", params=[Param("margin", float, 0.5, "the probability a label must cross, in (0, 1)")])
+@LOSSES.register(
+    "hinge", params=[Param("margin", float, 0.5, "the probability a label must cross, in (0, 1)", 0.0, 1.0)]
+)
 class HingeLoss(AttackLoss):
     """``t max(0, m - P) + (1-t) max(0, P - m)``: zero once a label crossed ``margin`` (authors' code)."""
 
@@ -145,7 +147,7 @@ class MSELoss(AttackLoss):
         return target * (1 - p).square() + (1 - target) * p.square()
 
 
-@LOSSES.register("slam", params=[Param("q", float, 0.5, "the maximum BCE share in [0, 1]")])
+@LOSSES.register("slam", params=[Param("q", float, 0.5, "the maximum BCE share in [0, 1]", 0.0, 1.0)])
 class SLAMLoss(AttackLoss):
     """SLAM (seed eq. 6-7): ``(1 - q p) * Linear + q p * BCE``, with weights applied to both terms.
 
@@ -185,7 +187,8 @@ class SLAMLoss(AttackLoss):
                     "profile",
                     "a flip estimate (a Profile, or anything with eps_max and estimate(eps))",
                     profile,
-                    "build one with labelflip.analysis.probe_profile(...) or load it with Profile.load(path).",
+                    "build one with labelflip.analysis.probe_profile(...), load one with Profile.load(path), or pass "
+                    "coefficients=[c0, c1, ...] and eps_max=... instead.",
                 )
         else:
             if coefficients is None or eps_max is None:

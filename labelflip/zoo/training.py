@@ -121,7 +121,7 @@ def train_model(
         The trained module, in ``eval()`` mode, on the CPU. The global RNG state is unchanged.
     """
     owner = "train_model"
-    check_choice(owner, "arch_name", arch_name, tuple(ARCHITECTURES))
+    check_choice(owner, "arch_name", arch_name, tuple(ARCHITECTURES.list()))
     config = TrainConfig() if config is None else config
     if not isinstance(config, TrainConfig):
         raise fail(owner, "config", "a TrainConfig or None", config)

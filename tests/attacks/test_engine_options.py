@@ -10,8 +10,8 @@ import torch
 
 from labelflip.attacks import MIFGSM
 from labelflip.losses import SLAMLoss
-from labelflip.model import MultiLabelModel
-from tests.conftest import TinyCNN, make_inputs
+from labelflip.models import MultiLabelModel
+from tests.helpers import TinyCNN, make_inputs
 
 BUDGETS_LINF = [0.0, 0.003, 0.02, 0.05]
 BUDGETS_L2 = [0.0, 0.05, 0.2, 0.5]

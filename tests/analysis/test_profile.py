@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from labelflip._validation import LabelflipError
+from labelflip.analysis import Profile, fit_profile_polynomial, probe_profile, stopping_rule
 from labelflip.losses import SLAMLoss
-from labelflip.model import MultiLabelModel
-from labelflip.profile import Profile, fit_profile_polynomial, probe_profile, stopping_rule
-from tests.conftest import TinyCNN, make_inputs
+from labelflip.models import MultiLabelModel
+from tests.helpers import TinyCNN, make_inputs
 
 
 def test_stopping_rule_one_percent_of_first_increment() -> None:

@@ -8,14 +8,14 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 import torch
-from conftest import K, TinyCNN, make_inputs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from labelflip.attacks.mifgsm import MIFGSM
 from labelflip.losses import BCELoss, HingeLoss, LinearLoss, MSELoss, SLAMLoss
-from labelflip.model import MultiLabelModel
+from labelflip.models import MultiLabelModel
+from tests.helpers import K, TinyCNN, make_inputs
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -97,7 +97,8 @@ def test_config_hash_ignores_output_but_not_results_options(tmp_path: Path) -> N
     [
         ({"sampels": {"count": 3}}, "Did you mean 'samples'"),
         ({"profile": {"intervall": 3}}, "profile.intervall"),
-        ({"methods": ["bce", "clas:0"]}, "'method'"),
+        ({"methods": ["bce", "clas:0"]}, "Did you mean 'class'"),
+        ({"methods": ["slam", "slam:0.5"]}, "listed twice"),
         ({"methods": ["linear"], "baseline": "bce"}, "'baseline'"),
         ({"budgets": {"fractions": [0.1], "absolute": [0.1]}}, "'budgets'"),
         ({"samples": {"count": 1}}, "samples.count"),
@@ -164,7 +165,7 @@ def test_rerun_recomputes_nothing(finished, monkeypatch: pytest.MonkeyPatch) -> 
     def forbidden(*args, **kwargs):
         raise AssertionError("recomputed on resume")
 
-    for name in ("build_attack", "probe_profile", "measure_correlations", "label_attackability"):
+    for name in ("create_attack", "measure_profile", "measure_correlations_for", "measure_attackability"):
         monkeypatch.setattr(runner, name, forbidden)
     calls = []
     run_study(ctx.spec, progress=lambda label, done, total: calls.append(label))
@@ -229,11 +230,11 @@ def test_report_files_and_chromium_render(finished, chromium: str, tmp_path: Pat
     every section and every image."""
     import re
 
-    from labelflip.report.study_report import build_report
+    from labelflip.report.build import build_report
     from tests.chromium_support import run_chromium
 
     run_dir, ctx = finished
-    path = build_report(ctx)
+    path = build_report(ctx.out)
     out = run_dir / "run"
     for suffix in ("md", "csv", "tex"):
         assert (out / "tables" / f"tiny.{suffix}").is_file()

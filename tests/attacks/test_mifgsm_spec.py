@@ -12,8 +12,8 @@ from torch import nn
 
 from labelflip.attacks import ALPHA_LINF, MIFGSM, num_steps
 from labelflip.losses import LinearLoss, SLAMLoss
-from labelflip.model import MultiLabelModel
-from tests.conftest import TinyCNN, make_inputs
+from labelflip.models import MultiLabelModel
+from tests.helpers import TinyCNN, make_inputs
 
 
 def reference_mifgsm(model: nn.Module, x: torch.Tensor, t: torch.Tensor, loss_fn, eps: float) -> torch.Tensor:

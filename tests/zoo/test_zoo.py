@@ -13,9 +13,9 @@ from safetensors.torch import save_file
 import labelflip.zoo as zoo
 from labelflip._validation import LabelflipError
 from labelflip.data import SyntheticConfig, make_synthetic
-from labelflip.zoo.architectures import ASLConvNet, QueryLabelNet, build_architecture
-from labelflip.zoo.asl_loss import AsymmetricLoss, asymmetric_loss
-from labelflip.zoo.checkpoints import fingerprint, load_checkpoint, read_metadata, save_checkpoint
+from labelflip.losses.training import AsymmetricLoss, asymmetric_loss
+from labelflip.models.architectures import ASLConvNet, QueryLabelNet, build_architecture
+from labelflip.models.checkpoints import fingerprint, load_checkpoint, read_metadata, save_checkpoint
 from labelflip.zoo.training import TrainConfig, evaluate_model, train_model
 
 TINY_DATA = SyntheticConfig(seed=1, n_train=64, n_val=0, n_test=32, num_labels=6)

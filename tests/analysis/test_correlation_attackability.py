@@ -11,10 +11,8 @@ from scipy import stats
 from torch import nn
 
 from labelflip._validation import LabelflipError
-from labelflip.attackability import Attackability, label_attackability
-from labelflip.attacks import ALPHA_LINF, MIFGSM
-from labelflip.attacks.subsets import ClassAttack, closest_subsets, search_gamma
-from labelflip.correlation import (
+from labelflip.analysis import Attackability, Profile, label_attackability, targets_vs_flips
+from labelflip.analysis.correlation import (
     Correlations,
     flipdown_matrix,
     flipup_matrix,
@@ -22,12 +20,12 @@ from labelflip.correlation import (
     measure_correlations,
     normalize_flipup,
 )
-from labelflip.methods import build_attack, parse_method
-from labelflip.model import MultiLabelModel
-from labelflip.plots import plot_attackability, plot_correlations, plot_profile, plot_targets_vs_flips
-from labelflip.profile import Profile
-from labelflip.targets_vs_flips import targets_vs_flips
-from tests.conftest import TinyCNN, make_inputs
+from labelflip.attacks import ALPHA_LINF, MIFGSM, attack_info, create_attack, parse_attack
+from labelflip.attacks.subsets import ClassAttack, closest_subsets, search_gamma
+from labelflip.models import MultiLabelModel
+from labelflip.report.figures import plot_attackability, plot_correlations, plot_profile, plot_targets_vs_flips
+from labelflip.report.tables import attackability_markdown, targets_vs_flips_markdown
+from tests.helpers import TinyCNN, make_inputs
 
 
 @pytest.fixture
@@ -150,7 +148,7 @@ def test_attackability_statistics_match_scipy(tmp_path) -> None:
     assert math.isclose(c["down"]["FxR"].spearman_p, ref.pvalue)
     mark = c["up"]["RxC"].mark()
     assert mark.endswith("*") == (c["up"]["RxC"].pearson_p >= 0.05)
-    assert "attackability vs confidence" in att.table_markdown()
+    assert "attackability vs confidence" in attackability_markdown(att)
     assert Attackability.load(att.save(tmp_path / "a.json")) == att
 
 
@@ -164,20 +162,28 @@ def test_targets_vs_flips(model: MultiLabelModel, x: torch.Tensor) -> None:
     assert np.allclose([row[1] for row in tvf.mean_flips], two.mean_flips().numpy())
     _, f_opt = tvf.optimum(1)
     assert f_opt == max(tvf.mean_flips[1])
-    assert "t_opt" in tvf.to_markdown()
+    assert "t_opt" in targets_vs_flips_markdown(tvf)
 
 
 def test_method_specs() -> None:
-    assert parse_method("CLASS:0.5").label == "CLASS(γ=0.5)"
-    assert parse_method("class-raw:0").label == "CLASS(γ=0, raw Z)"
-    assert parse_method("slam").label == "SLAM" and parse_method("slam:0.25").label == "SLAM(q=0.25)"
-    assert parse_method("top-n:5").label == "Top-5"
-    assert parse_method("random").needs_profile and not parse_method("random").needs_correlations
-    for bad in ("class", "class:2", "top-n:-1", "bce:1", "slamm", "slam:3"):
-        with pytest.raises(LabelflipError, match="'method'"):
-            parse_method(bad)
+    assert parse_attack("CLASS:0.5").label == "CLASS(γ=0.5)"
+    assert parse_attack("class-raw:0").label == "CLASS(γ=0, raw Z)"
+    assert parse_attack("slam").label == "SLAM" and parse_attack("slam:0.25").label == "SLAM(q=0.25)"
+    assert parse_attack("top-n:5").label == "Top-5"
+    assert attack_info("random")["requires"] == {"profile"} and attack_info("random")["stochastic"]
+    assert attack_info("class:0")["requires"] == {"profile", "correlations"}
+    for bad, param in [
+        ("class", "gamma"),
+        ("class:2", "gamma"),
+        ("top-n:-1", "n"),
+        ("bce:1", "parameters"),
+        ("slamm", "attack"),
+        ("slam:3", "q"),
+    ]:
+        with pytest.raises(LabelflipError, match=f"'{param}'"):
+            parse_attack(bad)
     with pytest.raises(LabelflipError, match="profile"):
-        build_attack("slam", MultiLabelModel(TinyCNN()))
+        create_attack("slam", MultiLabelModel(TinyCNN()))
 
 
 @pytest.fixture

@@ -3,51 +3,13 @@
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
-from labelflip import cli, zoo
-from tests.conftest import TinyCNN, make_inputs
+from labelflip import cli
 
 runner = CliRunner()
-
-
-@pytest.fixture
-def tiny_zoo(monkeypatch: pytest.MonkeyPatch) -> None:
-    class Split(SimpleNamespace):
-        def __len__(self) -> int:
-            return self.x.shape[0]
-
-        @property
-        def num_labels(self) -> int:
-            return self.y.shape[1]
-
-        def label_frequencies(self) -> torch.Tensor:
-            return self.y.mean(0)
-
-    def labels(n: int, seed: int) -> torch.Tensor:
-        return (torch.rand(n, 8, generator=torch.Generator().manual_seed(seed)) < 0.4).float()
-
-    data = SimpleNamespace(
-        train=Split(x=make_inputs(16, seed=1), y=labels(16, 1)),
-        val=Split(x=make_inputs(12, seed=2), y=labels(12, 2)),
-        test=Split(x=make_inputs(10, seed=3), y=labels(10, 3)),
-        label_names=[f"l{i}" for i in range(8)],
-    )
-    loaded: list[str] = []
-
-    def load_builtin(name: str, **kwargs):
-        loaded.append(name)
-        return SimpleNamespace(
-            module=TinyCNN(k=8, seed=4), fingerprint=f"fp-{name}", metrics={"test_map": 0.5}, name=name
-        )
-
-    monkeypatch.setattr(zoo, "load_builtin", load_builtin)
-    monkeypatch.setattr(zoo, "default_dataset", lambda: data)
-    return loaded
 
 
 def test_attack_prints_table_and_writes_markdown(tiny_zoo, tmp_path) -> None:
@@ -101,7 +63,7 @@ def test_demo_runs_the_builtin_study(tiny_zoo, tmp_path) -> None:
         assert (tmp_path / "figures" / f"{name}-profile.png").is_file()
         assert (tmp_path / "figures" / f"{name}-correlations.png").is_file()
     assert (tmp_path / "report.html").is_file() and (tmp_path / "results.sqlite").is_file()
-    assert "demo finished" in res.output and "Holm" in res.output
+    assert "finished in" in res.output and "Holm" in res.output
     first = (tmp_path / "tables" / "asl-cnn.md").read_text()
     (tmp_path / "tables" / "asl-cnn.md").unlink()
     again = runner.invoke(cli.app, args)  # resumes: nothing left to compute, the same table is rewritten
@@ -139,7 +101,7 @@ def test_correlations_attackability_and_targets_commands(tiny_zoo, tmp_path) -> 
         (["attack", "--budgets", "abc"], "--budgets"),
         (["attack", "--split", "bogus"], "--split"),
         (["attack", "--loss", "bcee"], "Did you mean 'bce'"),
-        (["attack", "--methods", "class"], "class:<gamma in [0, 1]>"),
+        (["attack", "--methods", "class"], "class:<gamma>"),
         (["attack", "--methods", "top-n:1.5"], "top-n"),
         (["targets-vs-flips", "--fractions", "a,b"], "--fractions"),
         (["attack", "--samples", "999"], "--samples"),

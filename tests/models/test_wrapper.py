@@ -8,12 +8,12 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import K, TinyCNN, make_inputs
 from torch import nn
 
 from labelflip._validation import LabelflipError, LabelflipWarning
 from labelflip.attacks.mifgsm import MIFGSM
-from labelflip.model import MultiLabelModel, as_model
+from labelflip.models import MultiLabelModel, as_model, ensure_checked
+from tests.helpers import K, TinyCNN, make_inputs
 
 # ---------------------------------------------------------------------------------------------- helpers
 
@@ -370,10 +370,10 @@ def test_check_runs_once_per_wrapper() -> None:
     wrapped = MultiLabelModel(StochasticInEval())
     xs = small_inputs()
     with pytest.warns(LabelflipWarning):
-        wrapped.ensure_checked(xs, owner="test")
+        ensure_checked(wrapped, xs, owner="test")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        wrapped.ensure_checked(xs, owner="test")  # no second warning
+        ensure_checked(wrapped, xs, owner="test")  # no second warning
 
 
 # ---------------------------------------------------------------------------------------------- misc
