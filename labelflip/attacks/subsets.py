@@ -175,13 +175,18 @@ def class_subsets(
     return torch.from_numpy(member.astype(np.float32))
 
 
-def random_subsets(num_samples: int, num_labels: int, k: int, generator: torch.Generator) -> Tensor:
-    """``(N, K)`` 0/1 weights with ``min(k, K)`` labels per row from an independent permutation per sample
-    (the authors' one-permutation-per-batch bug is not reproduced)."""
+def random_subsets(sample_ids: Sequence[int] | Tensor, num_labels: int, k: int, *, seed: int, budget_index: int) -> Tensor:
+    """``(N, K)`` 0/1 weights with ``min(k, K)`` labels per row, each row from its own permutation drawn from a
+    generator seeded by ``(seed, sample id, budget index)`` (SPEC.md): the subsets do not depend on batching,
+    chunking or sharding, and the authors' one-permutation-per-batch bug is not reproduced."""
     k = min(check_int("random_subsets", "k", k, low=0), num_labels)
-    perm = torch.rand(num_samples, num_labels, generator=generator).argsort(dim=1)
-    w = torch.zeros(num_samples, num_labels)
-    w.scatter_(1, perm[:, :k], 1.0)
+    ids = [int(i) for i in (sample_ids.tolist() if isinstance(sample_ids, Tensor) else sample_ids)]
+    w = torch.zeros(len(ids), num_labels)
+    for row, sid in enumerate(ids):
+        if sid < 0:
+            raise fail("random_subsets", "sample_ids", "non-negative integers", sid)
+        perm = np.random.default_rng([seed, sid, budget_index]).permutation(num_labels)
+        w[row, torch.from_numpy(perm[:k])] = 1.0
     return w
 
 
@@ -244,7 +249,8 @@ class SubsetAttack(FixedBudgetAttack):
         weights, ks = self.select(batch, budgets)
         batch.info["selection_s"] = batch.info.get("selection_s", 0.0) + time.perf_counter() - start
         batch.info.update({"k": ks, "method": repr(self)})
-        return self.engine.run(batch.with_weights(weights.to(batch.x.device)), budgets)
+        batch.weights = weights.to(batch.x.device)
+        return self.engine.run(batch, budgets)
 
 
 def _class_label(params: dict[str, Any]) -> str:
@@ -255,9 +261,9 @@ def _class_label(params: dict[str, Any]) -> str:
 
 
 _CLASS_PARAMS = [
-    Param("gamma", float, help="weight of correlation vs confidence in [0, 1]"),
-    Param("branches", int, 4, "children per tree node (b)"),
-    Param("depth", int, 4, "look-ahead levels (d)"),
+    Param("gamma", float, help="weight of correlation vs confidence in [0, 1]", low=0.0, high=1.0),
+    Param("branches", int, 4, "children per tree node (b)", low=1),
+    Param("depth", int, 4, "look-ahead levels (d)", low=1),
 ]
 
 
@@ -349,7 +355,9 @@ class ClassAttack(SubsetAttack):
 
 @ATTACKS.register("random", label="Random", description="BCE on a random subset of k labels per sample (baseline)")
 class RandomSubsetAttack(SubsetAttack):
-    """Random-subset baseline: ``k`` labels from an independent seeded permutation per sample and budget."""
+    """Random-subset baseline: ``k`` labels from an independent permutation per sample and budget, seeded by
+    ``(seed, sample id, budget index)``; pass dataset indices as ``sample_ids`` to make a subset follow its
+    sample across calls (studies do)."""
 
     requires = frozenset({"profile"})
     stochastic = True
@@ -363,15 +371,15 @@ class RandomSubsetAttack(SubsetAttack):
         return f"RandomSubsetAttack(seed={self.seed})"
 
     def select(self, batch: Batch, budgets: list[float]) -> tuple[Tensor, list[int]]:
-        n, num_labels = batch.clean_probs.shape
-        gen = torch.Generator().manual_seed(self.seed)
+        num_labels = batch.clean_probs.shape[1]
         ks = [subset_length(self.profile.estimate(e), num_labels) for e in budgets]
-        return torch.stack([random_subsets(n, num_labels, k, gen) for k in ks]), ks
+        subsets = [random_subsets(batch.sample_ids, num_labels, k, seed=self.seed, budget_index=b) for b, k in enumerate(ks)]
+        return torch.stack(subsets), ks
 
 
 @ATTACKS.register(
     "top-n",
-    params=[Param("n", int, help="number of labels closest to the threshold")],
+    params=[Param("n", int, help="number of labels closest to the threshold", low=0)],
     label="Top-{n}",
     description="BCE on the n labels closest to the threshold (Fig. 7's targeting)",
 )

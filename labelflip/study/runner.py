@@ -11,7 +11,8 @@ quality metrics and threshold, the dataset's label names and training co-occurre
 adversarial images of the first ``report.examples`` samples of one method (SLAM when present), written in the
 same transaction as the unit they come from.
 
-Stochastic methods (random subsets) get an independent generator per unit (``seed * 1_000_003 + first sample``).
+Stochastic methods (random subsets) get the study seed and the dataset indices of the unit's samples, from which
+each sample's randomness is derived, so results do not depend on the chunk size or on how units are sharded.
 """
 
 from __future__ import annotations
@@ -275,12 +276,12 @@ def _execute(store: ResultsStore, spec: StudySpec, unit: WorkUnit, pm: PreparedM
         pm.model,
         profile=pm.profile,
         correlations=pm.correlations,
-        seed=unit.seed * 1_000_003 + unit.start,
+        seed=unit.seed,
         norm=spec.norm,
         return_adv=keep,
     )
     t0 = time.perf_counter()
-    res: AttackResult = attack(x[unit.start : unit.stop], pm.budgets)
+    res: AttackResult = attack(x[unit.start : unit.stop], pm.budgets, sample_ids=idx[unit.start : unit.stop])
     share = (time.perf_counter() - t0) / len(unit.samples)
     rows = [
         ResultRow(
