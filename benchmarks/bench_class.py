@@ -22,7 +22,7 @@ from torch import nn
 
 from labelflip.analysis.correlation import instance_correlation_matrices
 from labelflip.attacks import ALPHA_LINF, MIFGSM
-from labelflip.attacks.subsets import class_subsets
+from labelflip.attacks.selection import class_subsets
 from labelflip.models import MultiLabelModel
 from labelflip.models.architectures import ASLConvNet
 

@@ -17,7 +17,7 @@ from labelflip._validation import LabelflipError
 from labelflip.analysis import Profile, fit_profile_polynomial, probe_profile
 from labelflip.attacks.mifgsm import MIFGSM
 from labelflip.losses import SLAMLoss, create_loss
-from labelflip.models import MultiLabelModel
+from labelflip.models import MultiLabelModel, check_model
 from tests.helpers import K, TinyCNN
 
 N = 5  # conftest's x fixture: (5, 3, 8, 8)
@@ -254,7 +254,7 @@ def test_model_non_numeric_options(kwargs: dict, param: str) -> None:
 
 def test_num_labels_mismatch_detected_at_check(x: torch.Tensor) -> None:
     wrapped = MultiLabelModel(TinyCNN(), num_labels=K - 2)
-    _raises(lambda: wrapped.check(x), "num_labels", extra=f"output width {K}")
+    _raises(lambda: check_model(wrapped, x), "num_labels", extra=f"output width {K}")
 
 
 def test_per_label_threshold_length_mismatch_detected_at_check(x: torch.Tensor) -> None:
@@ -272,7 +272,7 @@ class ThreeDOutput(nn.Module):
 
 
 def test_model_returning_3d_output(x: torch.Tensor) -> None:
-    _raises(lambda: MultiLabelModel(ThreeDOutput()).check(x), "module", extra=r"\(N, K\)")
+    _raises(lambda: check_model(MultiLabelModel(ThreeDOutput()), x), "module", extra=r"\(N, K\)")
     _raises(lambda: MIFGSM(ThreeDOutput())(x, 0.01), "module", extra=r"\(N, K\)")
 
 

@@ -27,17 +27,8 @@ from labelflip.attacks.registry import (
     split_method_list,
 )
 from labelflip.attacks.result import AttackResult, count_flips
-from labelflip.attacks.subsets import (
-    ClassAttack,
-    ClosestSubsetAttack,
-    RandomSubsetAttack,
-    SubsetAttack,
-    class_subsets,
-    closest_subsets,
-    random_subsets,
-    search_gamma,
-    subset_length,
-)
+from labelflip.attacks.selection import class_subsets, closest_subsets, random_subsets, subset_length
+from labelflip.attacks.subsets import ClassAttack, ClosestSubsetAttack, RandomSubsetAttack, SubsetAttack, search_gamma
 from labelflip.attacks.trajectory import ALPHA_LINF, StepRule, Trajectory, num_steps
 
 __all__ = [

@@ -30,6 +30,7 @@ _PACKAGE_DIR = Path(__file__).resolve().parent.parent
 #: Source files whose text is part of every fingerprint: editing them invalidates cached models.
 FINGERPRINTED_SOURCES: tuple[str, ...] = (
     "data/base.py",
+    "data/catalogue.py",
     "data/synthetic.py",
     "models/architectures/builtin.py",
     "losses/training.py",

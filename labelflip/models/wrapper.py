@@ -285,12 +285,6 @@ class MultiLabelModel(nn.Module):
             raise fail(owner, param, "within [0, 1]", y)
         return y
 
-    def check(self, x: Tensor, *, owner: str = _OWNER) -> None:
-        """Run :func:`labelflip.models.check_model` on ``x`` (attacks do this once, automatically)."""
-        from labelflip.models.checks import check_model
-
-        check_model(self, x, owner=owner)
-
 
 def as_model(model: nn.Module | MultiLabelModel, **kwargs: Any) -> MultiLabelModel:
     """Return ``model`` if it is already a :class:`MultiLabelModel`, else wrap it with ``kwargs``."""

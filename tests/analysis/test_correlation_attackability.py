@@ -20,8 +20,16 @@ from labelflip.analysis.correlation import (
     measure_correlations,
     normalize_flipup,
 )
-from labelflip.attacks import ALPHA_LINF, MIFGSM, attack_info, create_attack, parse_attack
-from labelflip.attacks.subsets import ClassAttack, closest_subsets, search_gamma
+from labelflip.attacks import (
+    ALPHA_LINF,
+    MIFGSM,
+    ClassAttack,
+    attack_info,
+    closest_subsets,
+    create_attack,
+    parse_attack,
+    search_gamma,
+)
 from labelflip.models import MultiLabelModel
 from labelflip.report.figures import plot_attackability, plot_correlations, plot_profile, plot_targets_vs_flips
 from labelflip.report.tables import attackability_markdown, targets_vs_flips_markdown

@@ -10,7 +10,7 @@ import torch
 
 from labelflip.attacks import MIFGSM
 from labelflip.losses import SLAMLoss
-from labelflip.models import MultiLabelModel
+from labelflip.models import MultiLabelModel, check_model
 from tests.helpers import TinyCNN, make_inputs
 
 BUDGETS_LINF = [0.0, 0.003, 0.02, 0.05]
@@ -117,7 +117,7 @@ def test_model_mode_restored_on_error(setup) -> None:
     name, model, x = setup
     net = model.module
     net.train()
-    model.check(x)  # run the one-off checks before we sabotage the forward pass
+    check_model(model, x)  # run the one-off checks before we sabotage the forward pass
 
     def boom(mod, inp):
         raise RuntimeError("boom")

@@ -10,16 +10,8 @@ import torch
 from labelflip.analysis import Profile
 from labelflip.analysis.correlation import Correlations, instance_correlation_matrices
 from labelflip.attacks import MIFGSM
-from labelflip.attacks.subsets import (
-    ClassAttack,
-    ClosestSubsetAttack,
-    RandomSubsetAttack,
-    class_subsets,
-    closest_subsets,
-    flippability,
-    random_subsets,
-    subset_length,
-)
+from labelflip.attacks.selection import class_subsets, closest_subsets, flippability, random_subsets, subset_length
+from labelflip.attacks.subsets import ClassAttack, ClosestSubsetAttack, RandomSubsetAttack
 from labelflip.models import MultiLabelModel
 from tests.helpers import TinyCNN, make_inputs
 

@@ -12,7 +12,7 @@ from torch import nn
 
 from labelflip._validation import LabelflipError, LabelflipWarning
 from labelflip.attacks.mifgsm import MIFGSM
-from labelflip.models import MultiLabelModel, as_model, ensure_checked
+from labelflip.models import MultiLabelModel, check_model, as_model, ensure_checked
 from tests.helpers import K, TinyCNN, make_inputs
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -90,7 +90,7 @@ def test_logits_shape_and_num_labels_inferred(model: MultiLabelModel, x: torch.T
     out = model(x)
     assert out.shape == (x.shape[0], K)
     assert out.dtype == torch.float32
-    model.check(x)
+    check_model(model, x)
     assert model.num_labels == K
 
 
@@ -187,7 +187,7 @@ def test_output_adapters_select_the_logits(kind: str, output: object) -> None:
     out = wrapped(x)
     assert isinstance(out, torch.Tensor)
     torch.testing.assert_close(out, expected)
-    wrapped.check(x)  # an adapted model passes the sanity checks (2-D logits, gradient flows)
+    check_model(wrapped, x)  # an adapted model passes the sanity checks (2-D logits, gradient flows)
     assert wrapped.num_labels == K
 
 
@@ -204,7 +204,7 @@ def test_output_kind_probabilities_converts_to_logits() -> None:
         z = net.logits(x)
     assert float(z.abs().max()) < 8  # the conversion is accurate in this range
     torch.testing.assert_close(wrapped(x), z, atol=2e-3, rtol=1e-3)
-    wrapped.check(x)  # not refused: the user said these are probabilities
+    check_model(wrapped, x)  # not refused: the user said these are probabilities
     assert torch.equal(wrapped.predict(x), z > 0)
 
 
@@ -286,20 +286,20 @@ def test_attack_runs_in_eval_mode_and_restores_training(tiny_cnn: TinyCNN, x: to
 
 def test_check_refuses_sigmoid_outputs_naming_output_kind() -> None:
     with pytest.raises(LabelflipError, match="output_kind"):
-        MultiLabelModel(Linear48("sigmoid")).check(small_inputs())
+        check_model(MultiLabelModel(Linear48("sigmoid")), small_inputs())
 
 
 def test_check_accepts_sigmoid_outputs_when_declared_logits() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        MultiLabelModel(Linear48("sigmoid"), output_kind="logits").check(small_inputs())
+        check_model(MultiLabelModel(Linear48("sigmoid"), output_kind="logits"), small_inputs())
 
 
 def test_check_is_silent_for_a_clean_model_left_in_training_mode(tiny_cnn: TinyCNN, x: torch.Tensor) -> None:
     tiny_cnn.train()  # nn.Dropout is on in train mode; check() must use eval mode
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        MultiLabelModel(tiny_cnn).check(x)
+        check_model(MultiLabelModel(tiny_cnn), x)
     assert tiny_cnn.training
 
 
@@ -332,13 +332,13 @@ class Rounded(nn.Module):
 
 def test_check_warns_for_stochastic_model_in_eval() -> None:
     with pytest.warns(LabelflipWarning, match="stochastic"):
-        MultiLabelModel(StochasticInEval()).check(small_inputs())
+        check_model(MultiLabelModel(StochasticInEval()), small_inputs())
 
 
 @pytest.mark.parametrize("net_cls", [Detached, Rounded], ids=["detach", "round"])
 def test_check_warns_for_zero_input_gradient(net_cls: type[nn.Module]) -> None:
     with pytest.warns(LabelflipWarning, match="gradient"):
-        MultiLabelModel(net_cls()).check(small_inputs())
+        check_model(MultiLabelModel(net_cls()), small_inputs())
 
 
 class NoGradForward(nn.Module):
@@ -357,7 +357,7 @@ def test_check_handles_output_without_grad() -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            wrapped.check(small_inputs())
+            check_model(wrapped, small_inputs())
         except LabelflipError as exc:  # refusing with a clear message is an acceptable fix too
             error = exc
     if error is not None:
