@@ -121,7 +121,7 @@ def study_export(
         db = out / "results.sqlite"
         if not db.is_file():
             raise fail("labelflip study export", "out", "a study output directory with results.sqlite", str(out))
-        with ResultsStore(db) as store:
+        with ResultsStore(db, readonly=True) as store:
             path = (
                 store.export_csv(out / "results.csv") if fmt == "csv" else store.export_parquet(out / "results.parquet")
             )

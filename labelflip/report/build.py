@@ -62,7 +62,7 @@ def open_study(out: str | Path) -> tuple[ResultsStore, StudySpec]:
     db = Path(out) / "results.sqlite"
     if not db.is_file():
         raise fail("build_report", "out", "a study output directory with results.sqlite", str(out))
-    store = ResultsStore(db)
+    store = ResultsStore(db, readonly=True)
     manifest = store.manifest()
     if "spec" not in manifest:
         store.close()

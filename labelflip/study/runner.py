@@ -45,6 +45,7 @@ from labelflip.study.inputs import (
     select_samples,
     stored_or_computed,
 )
+from labelflip.study.lock import study_lock
 from labelflip.study.plan import WorkUnit, plan_units, shard
 from labelflip.study.spec import StudySpec
 from labelflip.study.store import ResultRow, ResultsStore, encode_array
@@ -228,43 +229,45 @@ def run_study(spec: StudySpec, *, progress: Progress | None = None, rank: int = 
     """
     out = Path(spec.output)
     out.mkdir(parents=True, exist_ok=True)
-    data = study_dataset(spec)
-    split = getattr(data, spec.dataset["split"])
-    idx = select_samples(split, spec.samples["count"], spec.samples["seed"])
-    x = split.x[idx]
-    with ResultsStore(out / "results.sqlite") as store:
-        store.check_config(spec.config_hash())
-        prepared = {entry.name: _prepare_model(store, spec, entry, data, progress) for entry in spec.models}
-        store.init_manifest(_manifest(spec, _runtime(prepared)), spec.config_hash())
-        store.put_artefact(
-            "",
-            "dataset",
-            {
-                "label_names": list(data.label_names),
-                "cooccurrence": cooccurrence_matrix(data.train.y).double().tolist(),
-                "split": spec.dataset["split"],
-                "indices": idx.tolist(),
-            },
-        )
-        units = shard(plan_units(list(prepared), spec.methods, spec.seeds, x.shape[0], spec.chunk), rank, world)
-        ctx = StudyContext(spec, out, prepared, x, idx, units)
-        totals: dict[tuple[str, str, int], int] = {}
-        for u in units:
-            totals[(u.model, u.method, u.seed)] = totals.get((u.model, u.method, u.seed), 0) + 1
-        done: dict[tuple[str, str, int], int] = {}
-        for unit in units:
-            key = (unit.model, unit.method, unit.seed)
-            pm = prepared[unit.model]
-            if not store.has_unit(unit.model, unit.method, unit.seed, list(unit.samples), len(pm.budgets)):
-                _execute(store, spec, unit, pm, x, idx)
-                ctx.computed += 1
-            done[key] = done.get(key, 0) + 1
-            if progress is not None:
-                spec_label = next(s for s in spec.method_specs if str(s) == unit.method).label
-                seed_label = f" seed {unit.seed}" if attack_info(unit.method)["stochastic"] else ""
-                progress(f"{unit.model} {spec_label}{seed_label}", done[key], totals[key])
-        log.info("study %s: %d rows in %s", spec.name, store.count(), store.path)
-    return ctx
+    with study_lock(out):
+        data = study_dataset(spec)
+        split = getattr(data, spec.dataset["split"])
+        idx = select_samples(split, spec.samples["count"], spec.samples["seed"])
+        x = split.x[idx]
+        with ResultsStore(out / "results.sqlite") as store:
+            store.check_config(spec.config_hash())
+            prepared = {entry.name: _prepare_model(store, spec, entry, data, progress) for entry in spec.models}
+            store.init_manifest(_manifest(spec, _runtime(prepared)), spec.config_hash())
+            store.put_artefact(
+                "",
+                "dataset",
+                {
+                    "label_names": list(data.label_names),
+                    "cooccurrence": cooccurrence_matrix(data.train.y).double().tolist(),
+                    "split": spec.dataset["split"],
+                    "indices": idx.tolist(),
+                    "labels": split.y[idx].tolist(),
+                },
+            )
+            units = shard(plan_units(list(prepared), spec.methods, spec.seeds, x.shape[0], spec.chunk), rank, world)
+            ctx = StudyContext(spec, out, prepared, x, idx, units)
+            totals: dict[tuple[str, str, int], int] = {}
+            for u in units:
+                totals[(u.model, u.method, u.seed)] = totals.get((u.model, u.method, u.seed), 0) + 1
+            done: dict[tuple[str, str, int], int] = {}
+            for unit in units:
+                key = (unit.model, unit.method, unit.seed)
+                pm = prepared[unit.model]
+                if not store.has_unit(unit.model, unit.method, unit.seed, list(unit.samples), len(pm.budgets)):
+                    _execute(store, spec, unit, pm, x, idx)
+                    ctx.computed += 1
+                done[key] = done.get(key, 0) + 1
+                if progress is not None:
+                    spec_label = next(s for s in spec.method_specs if str(s) == unit.method).label
+                    seed_label = f" seed {unit.seed}" if attack_info(unit.method)["stochastic"] else ""
+                    progress(f"{unit.model} {spec_label}{seed_label}", done[key], totals[key])
+            log.info("study %s: %d rows in %s", spec.name, store.count(), store.path)
+        return ctx
 
 
 def _execute(store: ResultsStore, spec: StudySpec, unit: WorkUnit, pm: PreparedModel, x: Tensor, idx: Tensor) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from labelflip._validation import LabelflipError
+from labelflip._validation import LabelflipError, fail
 
 __all__ = ["ResultRow", "ResultsStore", "decode_array", "encode_array"]
 
@@ -78,13 +78,50 @@ _COLUMNS = [f.name for f in fields(ResultRow)]
 class ResultsStore:
     """A study's SQLite store (WAL journal; safe against interruption at any point)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
+        """Open (creating it and its directory if needed) the store at ``path``.
+
+        ``readonly=True`` is for readers (export, report): the file must exist (LabelflipError otherwise), nothing
+        is created or written, and no lock is needed: with the WAL journal a reader sees a consistent snapshot of
+        the committed units while a run is writing (a write through a read-only store raises LabelflipError).
+        """
         self.path = Path(path)
+        self.readonly = readonly
+        if readonly:
+            self._db = self._open_readonly()
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, isolation_level=None)  # explicit transactions below
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+
+    def _open_readonly(self) -> sqlite3.Connection:
+        if not self.path.is_file():
+            raise fail(
+                "ResultsStore",
+                "path",
+                "an existing results store (results.sqlite) when readonly=True",
+                str(self.path),
+                "run the study first (labelflip study run), or pass the study's output directory.",
+            )
+        uri = self.path.resolve().as_uri() + "?mode=ro"  # as_uri() escapes '?', '#', '%' and spaces in the path
+        db = sqlite3.connect(uri, uri=True, isolation_level=None)
+        try:
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            raise LabelflipError(
+                f"{self.path} is not a readable labelflip results store ({exc}). "
+                "Fix: pass the output directory of a labelflip study, or rerun the study."
+            ) from exc
+        if not {"manifest", "artefacts", "results"} <= tables:
+            db.close()
+            raise LabelflipError(
+                f"{self.path} is not a labelflip results store, or a run has only just created it (tables found: "
+                f"{sorted(tables) or 'none'}). Fix: retry in a moment, or pass the output directory of a study."
+            )
+        return db
 
     def close(self) -> None:
         self._db.close()
@@ -143,6 +180,11 @@ class ResultsStore:
 
     # ------------------------------------------------------------------ results
     def _transaction(self) -> _Transaction:
+        if self.readonly:
+            raise LabelflipError(
+                f"ResultsStore({self.path}) was opened with readonly=True and cannot be written. "
+                "Fix: open it without readonly=True (only the run that holds the study lock writes a store)."
+            )
         return _Transaction(self._db)
 
     def has_unit(self, model: str, method: str, seed: int, samples: Sequence[int], num_budgets: int) -> bool:
