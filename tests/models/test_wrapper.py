@@ -12,7 +12,7 @@ from torch import nn
 
 from labelflip._validation import LabelflipError, LabelflipWarning
 from labelflip.attacks.mifgsm import MIFGSM
-from labelflip.models import MultiLabelModel, check_model, as_model, ensure_checked
+from labelflip.models import MultiLabelModel, as_model, check_model, ensure_checked
 from tests.helpers import K, TinyCNN, make_inputs
 
 # ---------------------------------------------------------------------------------------------- helpers
