@@ -61,6 +61,7 @@ from labelflip.losses import (
 from labelflip.models import MODELS, MultiLabelModel, as_model, check_model, create_model, list_models
 from labelflip.report import FlipTable, flip_table
 from labelflip.study import load_spec, run_study
+from labelflip.study.presets import PRESETS
 
 __all__ = [
     "ALPHA_LINF",
@@ -69,6 +70,7 @@ __all__ = [
     "LOSSES",
     "MIFGSM",
     "MODELS",
+    "PRESETS",
     "Attack",
     "AttackLoss",
     "AttackResult",

@@ -70,6 +70,13 @@ class Param:
     def convert(self, owner: str, value: Any) -> Any:
         """``value`` (already YAML-parsed) as this parameter's type; bools and ints are not silently floats."""
         t = self.type
+        if t is float and isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
+            try:
+                number = float(value)
+            except ValueError:
+                number = None
+            if number is not None and abs(number) < float("inf"):  # finite only (NaN fails too)
+                value = number
         ok = (
             (t is bool and isinstance(value, bool))
             or (t is int and isinstance(value, int) and not isinstance(value, bool))

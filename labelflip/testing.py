@@ -8,7 +8,9 @@ plugin author runs them on theirs::
     check_attack("my-attack")        # raises AssertionError naming the failed check
 
 The checks use a tiny seeded CNN (8 labels, 3x8x8 inputs), a synthetic flip profile and correlation matrix, so
-they run in seconds on a CPU. Each takes a factory ``(model) -> attack`` and the attack's norm.
+they run in seconds on a CPU. Each takes a factory ``(model) -> attack``, the attack's norm and the network's
+dtype (float32; the budget checks also run on float16 and bfloat16 networks, :data:`LOW_PRECISION`, whose inputs,
+perturbations and norms must stay float32 so the budget holds exactly against the caller's input).
 """
 
 from __future__ import annotations
@@ -26,7 +28,17 @@ from labelflip.attacks.result import AttackResult
 from labelflip.estimate import PolynomialEstimate
 from labelflip.models import MultiLabelModel
 
-__all__ = ["CHECKS", "TinyNet", "check_attack", "example_spec", "factory_for", "make_inputs", "make_model"]
+__all__ = [
+    "CHECKS",
+    "LOW_PRECISION",
+    "LOW_PRECISION_CHECKS",
+    "TinyNet",
+    "check_attack",
+    "example_spec",
+    "factory_for",
+    "make_inputs",
+    "make_model",
+]
 
 K = 8
 BUDGETS = {"linf": [0.0, 0.003, 0.02, 0.05], "l2": [0.0, 0.05, 0.2, 0.5]}
@@ -54,8 +66,10 @@ class TinyNet(nn.Module):
         return self.head(self.drop(self.features(x).flatten(1)))
 
 
-def make_model(seed: int = 4) -> MultiLabelModel:
-    return MultiLabelModel(TinyNet(seed=seed))
+def make_model(seed: int = 4, dtype: torch.dtype = torch.float32) -> MultiLabelModel:
+    """The seeded :class:`TinyNet`, wrapped; ``dtype`` (e.g. ``torch.float16``/``torch.bfloat16``) converts the
+    network's parameters and buffers, as ``model.half()`` would: inputs and budgets stay float32."""
+    return MultiLabelModel(TinyNet(seed=seed).to(dtype))
 
 
 def make_inputs(n: int = 6, seed: int = 5) -> Tensor:
@@ -95,7 +109,14 @@ def factory_for(spec: str | Spec, norm: str = "linf", **options: Any) -> AttackF
     """``(model) -> attack`` for a registered attack, with the synthetic profile and correlations it may need."""
     parsed = example_spec(spec) if isinstance(spec, str) else spec
     return lambda model: create_attack(
-        parsed, model, profile=_profile(), correlations=_correlations(), seed=3, norm=norm, **options
+        parsed,
+        model,
+        profile=_profile(),
+        correlations=_correlations(),
+        seed=3,
+        heldout=make_inputs(4, seed=9),
+        norm=norm,
+        **options,
     )
 
 
@@ -107,10 +128,10 @@ def _run(factory: AttackFactory, model: MultiLabelModel, x: Tensor, eps: Any, **
     return attack(x, eps)
 
 
-def check_budget_bounds_and_finite(factory: AttackFactory, norm: str) -> None:
+def check_budget_bounds_and_finite(factory: AttackFactory, norm: str, dtype: torch.dtype = torch.float32) -> None:
     """Every budget is respected (achieved norm <= eps), the output stays in bounds, nothing is NaN, and the
     flips are consistent (total = up + down, shapes (B, N))."""
-    model, x = make_model(), make_inputs()
+    model, x = make_model(dtype=dtype), make_inputs()
     budgets = BUDGETS[norm]
     res = _run(factory, model, x, budgets, return_adv=True)
     assert res.flips.shape == (len(budgets), x.shape[0]), "flips must be (budgets, samples)"
@@ -118,6 +139,11 @@ def check_budget_bounds_and_finite(factory: AttackFactory, norm: str) -> None:
         achieved = res.l2[b] if norm == "l2" else res.linf[b]
         assert float(achieved.max()) <= eps * (1 + 1e-6) + 1e-6, f"budget {eps} exceeded: {float(achieved.max())}"
     assert res.x_adv is not None and res.x_adv.shape == (len(budgets), *x.shape), "x_adv must be (B, N, ...)"
+    assert res.x_adv.dtype == x.dtype, f"x_adv is {res.x_adv.dtype}, the input {x.dtype} (never narrowed)"
+    for b, eps in enumerate(budgets):  # against the caller's own input, not a copy in the network's dtype
+        delta = (res.x_adv[b].double() - x.double()).flatten(1)
+        got = float((delta.norm(dim=1) if norm == "l2" else delta.abs().amax(dim=1)).max())
+        assert got <= eps * (1 + 1e-6) + 1e-6, f"budget {eps} exceeded against the input: {got}"
     assert float(res.x_adv.min()) >= 0.0 and float(res.x_adv.max()) <= 1.0, "adversarial input out of bounds"
     for name in ("adv_probs", "linf", "l2"):
         assert torch.isfinite(getattr(res, name)).all(), f"{name} has NaN/Inf"
@@ -127,25 +153,25 @@ def check_budget_bounds_and_finite(factory: AttackFactory, norm: str) -> None:
         assert res.min_norm.shape == (x.shape[0],) and torch.isfinite(res.min_norm).all(), "min_norm (N,) finite"
 
 
-def check_zero_budget(factory: AttackFactory, norm: str) -> None:
+def check_zero_budget(factory: AttackFactory, norm: str, dtype: torch.dtype = torch.float32) -> None:
     """A zero budget changes nothing: zero flips and the clean input back."""
-    model, x = make_model(), make_inputs()
+    model, x = make_model(dtype=dtype), make_inputs()
     res = _run(factory, model, x, 0.0, return_adv=True)
     assert int(res.flips.sum()) == 0, "zero budget gave flips"
     assert res.x_adv is not None and torch.equal(res.x_adv[0], x), "zero budget moved the input"
 
 
-def check_flips_something(factory: AttackFactory, norm: str) -> None:
+def check_flips_something(factory: AttackFactory, norm: str, dtype: torch.dtype = torch.float32) -> None:
     """At the largest budget the attack flips labels (guards the suite against a no-op attack)."""
-    model, x = make_model(), make_inputs()
+    model, x = make_model(dtype=dtype), make_inputs()
     res = _run(factory, model, x, BUDGETS[norm][-1])
     assert int(res.flips.sum()) > 0, "the attack flipped nothing at the largest budget"
 
 
-def check_batch_size_invariance(factory: AttackFactory, norm: str) -> None:
+def check_batch_size_invariance(factory: AttackFactory, norm: str, dtype: torch.dtype = torch.float32) -> None:
     """Chunking (``batch_size``) and attacking one sample at a time give the same flips; inputs agree to float
     precision (CPU conv kernels round differently with the batch size)."""
-    model, x = make_model(), make_inputs()
+    model, x = make_model(dtype=dtype), make_inputs()
     budgets = BUDGETS[norm]
     full = _run(factory, model, x, budgets, return_adv=True)
     chunked = _run(factory, model, x, budgets, return_adv=True, batch_size=2)
@@ -155,9 +181,9 @@ def check_batch_size_invariance(factory: AttackFactory, norm: str) -> None:
     assert torch.equal(full.flips[:, :3], torch.cat([s.flips for s in singles], 1)), "one-at-a-time flips differ"
 
 
-def check_determinism_and_rng(factory: AttackFactory, norm: str) -> None:
+def check_determinism_and_rng(factory: AttackFactory, norm: str, dtype: torch.dtype = torch.float32) -> None:
     """Two calls give identical results, and no call touches the global RNG."""
-    model, x = make_model(), make_inputs()
+    model, x = make_model(dtype=dtype), make_inputs()
     state = torch.get_rng_state()
     a = _run(factory, model, x, BUDGETS[norm], return_adv=True)
     b = _run(factory, model, x, BUDGETS[norm], return_adv=True)
@@ -165,10 +191,10 @@ def check_determinism_and_rng(factory: AttackFactory, norm: str) -> None:
     assert torch.equal(a.x_adv, b.x_adv) and torch.equal(a.adv_probs, b.adv_probs), "not deterministic"
 
 
-def check_mode_restored(factory: AttackFactory, norm: str) -> None:
+def check_mode_restored(factory: AttackFactory, norm: str, dtype: torch.dtype = torch.float32) -> None:
     """The model runs in eval mode during the attack; every submodule's own flag is restored afterwards, also on
     error; the parameters get no gradient."""
-    model, x = make_model(), make_inputs()
+    model, x = make_model(dtype=dtype), make_inputs()
     net = model.module
     net.train()
     net.features[1].eval()  # a mixed-mode model: each submodule's flag must come back as it was
@@ -195,7 +221,10 @@ def check_mode_restored(factory: AttackFactory, norm: str) -> None:
     assert net.training and net.drop.training, "modes not restored after an error"
 
 
-CHECKS: dict[str, Callable[[AttackFactory, str], None]] = {
+CheckFn = Callable[..., None]
+"""``check(factory, norm, dtype=torch.float32)``: ``dtype`` is the network's (inputs stay float32)."""
+
+CHECKS: dict[str, CheckFn] = {
     "budget_bounds_finite": check_budget_bounds_and_finite,
     "zero_budget": check_zero_budget,
     "flips_something": check_flips_something,
@@ -205,12 +234,28 @@ CHECKS: dict[str, Callable[[AttackFactory, str], None]] = {
 }
 
 
-def check_attack(spec: str | Spec, *, norms: tuple[str, ...] = ("linf", "l2"), **options: Any) -> None:
-    """Run every check of :data:`CHECKS` on a registered attack (each norm); raises ``AssertionError`` naming the
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+"""Network dtypes the budget checks also run with: the attack must keep ``x``, the clamp and the norms in float32."""
+LOW_PRECISION_CHECKS = ("budget_bounds_finite", "zero_budget", "flips_something")
+"""The checks that run on the :data:`LOW_PRECISION` networks too (the others do not depend on the dtype)."""
+
+
+def check_attack(
+    spec: str | Spec,
+    *,
+    norms: tuple[str, ...] = ("linf", "l2"),
+    dtypes: tuple[torch.dtype, ...] = (torch.float32, *LOW_PRECISION),
+    **options: Any,
+) -> None:
+    """Run every check of :data:`CHECKS` on a registered attack (each norm) with a float32 network, and
+    :data:`LOW_PRECISION_CHECKS` with each other network dtype in ``dtypes``; raises ``AssertionError`` naming the
     first failed check."""
     for norm in norms:
-        for name, check in CHECKS.items():
-            try:
-                check(factory_for(spec, norm, **options), norm)
-            except AssertionError as exc:
-                raise AssertionError(f"{spec} ({norm}) fails {name}: {exc}") from exc
+        for dtype in dtypes:
+            for name, check in CHECKS.items():
+                if dtype != torch.float32 and name not in LOW_PRECISION_CHECKS:
+                    continue
+                try:
+                    check(factory_for(spec, norm, **options), norm, dtype=dtype)
+                except AssertionError as exc:
+                    raise AssertionError(f"{spec} ({norm}, {dtype}) fails {name}: {exc}") from exc

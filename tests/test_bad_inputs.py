@@ -339,12 +339,12 @@ def test_slam_non_numeric_coefficients() -> None:
         ({"interval": 2.5}, "interval", "int"),
         ({"curve": "mean"}, "curve", "'max', 'bce'"),
         ({"order": 0}, "order", ">= 1"),
-        ({"max_eps": 0.0}, "max_eps", "> 0"),
-        ({"max_eps": 0.001}, "max_eps", "at least one interval"),
+        ({"max_steps": 0}, "max_steps", ">= 1"),
+        ({"max_steps": 5}, "max_steps", "order x interval"),
         ({"rel_tol": -0.1}, "rel_tol", ">= 0"),
         ({"min_points": 1}, "min_points", ">= 2"),
     ],
-    ids=["interval-0", "interval-float", "curve", "order-0", "max_eps-0", "max_eps-too-small", "rel_tol", "min_pts"],
+    ids=["interval-0", "interval-float", "curve", "order-0", "max_steps-0", "max_steps-small", "rel_tol", "min_pts"],
 )
 def test_probe_profile_bad_options(
     model: MultiLabelModel, x: torch.Tensor, kwargs: dict, param: str, extra: str

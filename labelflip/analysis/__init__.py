@@ -18,11 +18,20 @@ from labelflip.analysis.correlation import (
     measure_correlations,
     normalize_flipup,
 )
-from labelflip.analysis.profile import PAPER_FRACTIONS, Profile, fit_profile_polynomial, probe_profile, stopping_rule
+from labelflip.analysis.profile import (
+    DEFAULT_MAX_STEPS,
+    PAPER_FRACTIONS,
+    Profile,
+    check_profile,
+    fit_profile_polynomial,
+    probe_profile,
+    stopping_rule,
+)
 from labelflip.analysis.targets_vs_flips import TargetsVsFlips, targets_vs_flips
 from labelflip.estimate import FlipEstimate, PolynomialEstimate
 
 __all__ = [
+    "DEFAULT_MAX_STEPS",
     "PAPER_FRACTIONS",
     "Artefact",
     "Attackability",
@@ -32,6 +41,7 @@ __all__ = [
     "PolynomialEstimate",
     "Profile",
     "TargetsVsFlips",
+    "check_profile",
     "fit_profile_polynomial",
     "flipdown_matrix",
     "flipup_matrix",

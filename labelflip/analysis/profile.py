@@ -9,8 +9,15 @@ alpha`` (prefix property), so one run gives the whole curve.
 Stopping rule (authors' code): with increments ``delta_j = f_j - f_(j-1)`` of the fitted curve, stop as soon
 as ``delta_last / delta_ref < rel_tol`` (1 %), where ``delta_ref`` is the first increment. Guards the authors
 lack: a zero first increment does not divide by zero (the first *positive* increment becomes the reference),
-a negative dip stops the probe (the curve has peaked), and ``max_eps`` caps the probe. ``eps_max`` is the
-last probed eps.
+a negative dip stops the probe (the curve has peaked), and ``max_steps`` caps the probe. ``eps_max`` is the eps
+at which the rule **first fired** (SPEC.md), as the authors' probe, which stops there; ``min_points`` extra
+probe points after it (default ``order + 2`` in all) only feed the polynomial fit.
+
+The cap is a number of MI-FGSM steps (default :data:`DEFAULT_MAX_STEPS` = 2000), so it means the same for L-inf
+(step 1/2560: eps 0.78) and L2 (step ``alpha * sqrt(H*W)``: eps 25 at 32x32, 350 at 448x448); the built-in models
+converge after 500-800 L-inf steps. A profile that stopped at the cap (``stop_reason="cap"``) has an ``eps_max``
+that says nothing about saturation: SLAM, CLASS, random subsets and budget grids refuse it (:func:`check_profile`,
+:meth:`Profile.accept_cap` to use it knowingly).
 
 The curve fitted is ``max(BCE, Linear)`` (``curve="max"``, the paper) or BCE alone (``curve="bce"``, the
 authors' code, which computes the Linear curve and throws it away; labelflip then skips it). The fit is an
@@ -22,11 +29,10 @@ from __future__ import annotations
 
 import itertools
 import logging
-import math
 import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -36,9 +42,18 @@ from labelflip._validation import LabelflipWarning, check_choice, check_float, c
 from labelflip.analysis.artefact import Artefact
 from labelflip.attacks import MIFGSM, clean_pass, count_flips, prepare_inputs
 from labelflip.estimate import polynomial_estimate
+from labelflip.losses import check_flip_estimate
 from labelflip.models import MultiLabelModel
 
-__all__ = ["PAPER_FRACTIONS", "Profile", "fit_profile_polynomial", "probe_profile", "stopping_rule"]
+__all__ = [
+    "DEFAULT_MAX_STEPS",
+    "PAPER_FRACTIONS",
+    "Profile",
+    "check_profile",
+    "fit_profile_polynomial",
+    "probe_profile",
+    "stopping_rule",
+]
 
 log = logging.getLogger(__name__)
 _OWNER = "probe_profile"
@@ -46,6 +61,10 @@ _FORMAT = "labelflip.profile/1"
 
 PAPER_FRACTIONS: tuple[float, ...] = (0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0)
 """The paper's budget grid as fractions of ``eps_max`` (SPEC-reference-code §8)."""
+
+DEFAULT_MAX_STEPS = 2000
+"""Default probe cap in MI-FGSM steps (L-inf: eps 0.78; never binds for the built-in models, which converge after
+500-800 steps; the paper's profiles stop after 80-600 steps)."""
 
 
 @dataclass
@@ -58,11 +77,14 @@ class Profile(Artefact):
         eps: probe budgets ``eps_j`` (pixel units), starting at 0.
         flips: the fitted curve's mean flips at ``eps`` (max of BCE and Linear, or BCE).
         flips_bce, flips_linear: the two measured curves (``flips_linear`` empty for ``curve="bce"``).
-        eps_max: the last probed budget, where flips saturate; SLAM uses ``p = 1`` from there on.
+        eps_max: where the stopping rule first fired (flips saturate); SLAM uses ``p = 1`` from there on.
+            Points after it (``min_points``) only feed the fit.
         order, interval, alpha, curve, norm, rel_tol: how the profile was measured.
         num_labels, num_samples: K and the number of probe samples.
-        stop_reason: ``"converged"``, ``"dip"`` or ``"cap"``.
+        stop_reason: ``"converged"``, ``"dip"`` or ``"cap"`` (the probe hit ``max_steps``: refused by the
+            attacks and budget grids unless :meth:`accept_cap` is called).
         model_fingerprint, seed: provenance, when known.
+        max_steps: the probe's cap in steps (``None`` in profiles saved before it was recorded).
     """
 
     coefficients: list[float]
@@ -83,6 +105,7 @@ class Profile(Artefact):
     model_fingerprint: str | None = None
     seed: int | None = None
     notes: list[str] = field(default_factory=list)
+    max_steps: int | None = None
 
     FORMAT: ClassVar[str] = _FORMAT
     CREATE_HINT: ClassVar[str] = "create one with `labelflip profile` or probe_profile(...).save(path)."
@@ -92,8 +115,62 @@ class Profile(Artefact):
         return polynomial_estimate(self.coefficients, eps)
 
     def budgets(self, fractions: Sequence[float] = PAPER_FRACTIONS) -> list[float]:
-        """Budgets at fractions of ``eps_max`` (the paper's grid: 5-100 %, SPEC-reference-code §8)."""
+        """Budgets at fractions of ``eps_max`` (the paper's grid: 5-100 %, SPEC-reference-code §8).
+
+        Refuses a profile that stopped at its cap (see :meth:`accept_cap`)."""
+        check_profile(self, owner="Profile.budgets")
         return [float(f) * self.eps_max for f in fractions]
+
+    @property
+    def cap_accepted(self) -> bool:
+        """Whether :meth:`accept_cap` marked this (capped) profile as usable (not saved with the artefact)."""
+        return bool(getattr(self, "_cap_accepted", False))
+
+    def accept_cap(self) -> Profile:
+        """A copy that SLAM, CLASS, random subsets and budget grids use although the probe stopped at its cap
+        (``stop_reason="cap"``): its ``eps_max`` is then the cap, not where flips saturate. Prefer re-probing
+        with a larger ``max_steps``."""
+        out = replace(self, notes=list(self.notes))
+        out._cap_accepted = True  # type: ignore[attr-defined]
+        return out
+
+
+def check_profile(
+    profile: Profile,
+    *,
+    owner: str,
+    name: str = "profile",
+    num_labels: int | None = None,
+    norm: str | None = None,
+    fingerprint: str | None = None,
+    allow_capped: bool = False,
+) -> Profile:
+    """Check a profile against what it is used for; errors name the artefact ``name`` and the fix. Returns the
+    profile (a copy marked by :meth:`Profile.accept_cap`, with a warning, when a capped one is allowed).
+
+    * ``fingerprint``: when both the profile and the caller know the model's fingerprint, they must match;
+    * ``num_labels`` (the model's K) and ``norm`` (the attack's) must be the profile's;
+    * ``stop_reason == "cap"`` is refused unless ``allow_capped`` (or an earlier :meth:`Profile.accept_cap`).
+    """
+    if not isinstance(profile, Profile):
+        raise fail(owner, name, "a Profile", type(profile).__name__, Profile.CREATE_HINT)
+    if fingerprint is not None and profile.model_fingerprint is not None and profile.model_fingerprint != fingerprint:
+        raise fail(
+            owner,
+            name,
+            f"a profile of this model (fingerprint {fingerprint})",
+            f"a profile of model {profile.model_fingerprint}",
+            "probe the profile of this model (`labelflip profile --model ...`), or load the matching file.",
+        )
+    if allow_capped and profile.stop_reason == "cap" and not profile.cap_accepted:
+        warnings.warn(
+            f"{owner}: {name} stopped at its cap (eps_max = {profile.eps_max:.5g}) and is used as allowed: budgets, "
+            "SLAM's p and CLASS's k rest on an eps_max that is not where flips saturate.",
+            LabelflipWarning,
+            stacklevel=2,
+        )
+        profile = profile.accept_cap()
+    return check_flip_estimate(owner, profile, num_labels=num_labels, norm=norm, param=name)
 
 
 def fit_profile_polynomial(eps: Sequence[float], flips: Sequence[float], order: int = 4) -> np.ndarray:
@@ -156,10 +233,11 @@ def probe_profile(
     order: int = 4,
     curve: Literal["max", "bce"] = "max",
     rel_tol: float = 0.01,
-    max_eps: float = 0.5,
+    max_steps: int = DEFAULT_MAX_STEPS,
     norm: Literal["linf", "l2"] = "linf",
     alpha: float | None = None,
     min_points: int | None = None,
+    engine: Mapping[str, Any] | None = None,
     model_fingerprint: str | None = None,
     seed: int | None = None,
     progress: Callable[[int, float], None] | None = None,
@@ -173,10 +251,13 @@ def probe_profile(
         order: polynomial order (4 default, 3 allowed; any >= 1 accepted).
         curve: ``"max"`` (paper: max of BCE and Linear curves) or ``"bce"`` (authors' code).
         rel_tol: stop when the last increment falls below ``rel_tol`` x the reference increment.
-        max_eps: cap on the probed budget.
+        max_steps: cap on the probe in MI-FGSM steps (the same meaning for L-inf and L2; default
+            :data:`DEFAULT_MAX_STEPS`). A probe that reaches it gets ``stop_reason="cap"`` and a warning.
         norm, alpha: attack geometry (see :class:`MIFGSM`).
-        min_points: keep probing (past convergence, not past ``max_eps``) until this many points exist;
-            default ``order + 2`` so the fit is overdetermined.
+        min_points: points measured in all (past the stop, never past ``max_steps``) so the fit is
+            overdetermined; default ``order + 2``. ``eps_max`` stays where the rule first fired.
+        engine: further MI-FGSM settings of the probe trajectories (``mu``, ``normalize``, ``bce_formulation``,
+            ...; see :class:`MIFGSM`), e.g. the ``paper`` preset's authors' BCE.
         model_fingerprint, seed: provenance recorded in the artefact.
         progress: optional callback ``(step, current_mean_flips)`` after each measurement.
     """
@@ -184,18 +265,24 @@ def probe_profile(
     order = check_int(_OWNER, "order", order, low=1)
     curve = check_choice(_OWNER, "curve", curve, ("max", "bce"))
     rel_tol = check_float(_OWNER, "rel_tol", rel_tol, low=0.0)
-    max_eps = check_float(_OWNER, "max_eps", max_eps, low=0.0, low_inclusive=False)
+    max_steps = check_int(_OWNER, "max_steps", max_steps, low=1)
     norm = check_choice(_OWNER, "norm", norm, ("linf", "l2"))
+    if max_steps < order * interval:
+        raise fail(
+            _OWNER,
+            "max_steps",
+            f"at least one interval per fitted coefficient, order x interval = {order * interval} steps",
+            max_steps,
+            "raise max_steps (the cap), or lower order or interval.",
+        )
     min_pts = order + 2 if min_points is None else check_int(_OWNER, "min_points", min_points, low=2)
     m, x = prepare_inputs(model, x, _OWNER)
 
-    attacks = {"bce": MIFGSM(m, "bce", norm=norm, alpha=alpha)}
+    opts = dict(engine or {})
+    attacks = {"bce": MIFGSM(m, "bce", norm=norm, alpha=alpha, **opts)}
     if curve == "max":
-        attacks["linear"] = MIFGSM(m, "linear", norm=norm, alpha=alpha)
+        attacks["linear"] = MIFGSM(m, "linear", norm=norm, alpha=alpha, **opts)
     step = attacks["bce"].step_size(x)
-    max_steps = math.floor(max_eps / step + 1e-9)
-    if max_steps < interval:
-        raise fail(_OWNER, "max_eps", f"at least one interval ({interval} steps = {interval * step:.4g})", max_eps)
 
     with m.eval_mode():
         _, clean_pred = clean_pass(m, x)
@@ -205,8 +292,9 @@ def probe_profile(
         eps_points = [0.0]
         fitted = [max(c[0] for c in curves.values())]
         reason: str | None = None
+        stop_at: int | None = None  # index of the point where the rule first fired
         k = 0
-        while reason is None and k + interval <= max_steps:
+        while (reason is None or len(fitted) < min_pts) and k + interval <= max_steps:
             for _ in range(interval):
                 for t in trajs.values():
                     t.step()
@@ -217,25 +305,29 @@ def probe_profile(
             fitted.append(max(c[-1] for c in curves.values()))
             if progress is not None:
                 progress(k, fitted[-1])
-            reason = stopping_rule(fitted, rel_tol=rel_tol, min_points=min_pts)
-        reason = reason or "cap"
+            if reason is None:
+                reason = stopping_rule(fitted, rel_tol=rel_tol)
+                stop_at = None if reason is None else len(fitted) - 1
+        if reason is None:
+            reason, stop_at = "cap", len(fitted) - 1
 
     notes: list[str] = []
     if not any(b > a for a, b in itertools.pairwise(fitted)):
-        notes.append("no positive increment was observed: the model could not be attacked within max_eps")
+        notes.append("no positive increment was observed: the model could not be attacked within max_steps")
     if reason == "cap":
-        notes.append(f"stopped at the cap max_eps={max_eps} before converging")
+        notes.append(f"stopped at the cap max_steps={max_steps} (eps {eps_points[-1]:.5g}) before converging")
     for note in notes:
         warnings.warn(f"probe_profile: {note}.", LabelflipWarning, stacklevel=2)
     coefs = fit_profile_polynomial(eps_points, fitted, order)
-    log.info("profile: eps_max=%.5g after %d steps (%s), E(eps_max)=%.2f", eps_points[-1], k, reason, fitted[-1])
+    eps_max = float(eps_points[stop_at])
+    log.info("profile: eps_max=%.5g after %d steps (%s), E(eps_max)=%.2f", eps_max, k, reason, fitted[stop_at])
     return Profile(
         coefficients=[float(c) for c in coefs],
         eps=eps_points,
         flips=fitted,
         flips_bce=curves["bce"],
         flips_linear=curves.get("linear", []),
-        eps_max=float(eps_points[-1]),
+        eps_max=eps_max,
         order=order,
         interval=interval,
         alpha=step,
@@ -248,4 +340,5 @@ def probe_profile(
         model_fingerprint=model_fingerprint,
         seed=seed,
         notes=notes,
+        max_steps=max_steps,
     )

@@ -8,6 +8,7 @@
 * :func:`create_attack` / :func:`list_attacks` / :func:`parse_attack`: attacks by method spec string.
 """
 
+from labelflip.attacks import baselines as _baselines  # noqa: F401  (registers ml-cw, ml-deepfool, mla-lp)
 from labelflip.attacks.base import (
     Attack,
     Batch,
@@ -28,7 +29,14 @@ from labelflip.attacks.registry import (
 )
 from labelflip.attacks.result import AttackResult, count_flips
 from labelflip.attacks.selection import class_subsets, closest_subsets, random_subsets, subset_length
-from labelflip.attacks.subsets import ClassAttack, ClosestSubsetAttack, RandomSubsetAttack, SubsetAttack, search_gamma
+from labelflip.attacks.subsets import (
+    ClassAttack,
+    ClassAutoAttack,
+    ClosestSubsetAttack,
+    RandomSubsetAttack,
+    SubsetAttack,
+    search_gamma,
+)
 from labelflip.attacks.trajectory import ALPHA_LINF, StepRule, Trajectory, num_steps
 
 __all__ = [
@@ -39,6 +47,7 @@ __all__ = [
     "AttackResult",
     "Batch",
     "ClassAttack",
+    "ClassAutoAttack",
     "ClosestSubsetAttack",
     "FixedBudgetAttack",
     "MinimumNormAttack",

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import numbers
 import time
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from labelflip._validation import check_choice, check_float, check_int, fail
+from labelflip._validation import LabelflipError, LabelflipWarning, check_choice, check_float, check_int, fail
 from labelflip.attacks.result import AttackResult, count_flips
 from labelflip.models import MultiLabelModel, as_model, ensure_checked
 
@@ -47,17 +48,45 @@ __all__ = [
     "MinimumNormAttack",
     "clean_pass",
     "prepare_inputs",
+    "LARGE_LINF_BUDGET",
     "validate_budgets",
+    "work_dtype",
 ]
 
 _PER_SAMPLE_KEYS = ("clean_probs", "clean_pred", "target", "min_norm", "sample_ids")
 
 
-def validate_budgets(eps: Any, owner: str) -> list[float]:
-    """``eps`` (a float, a sequence, a 1-D tensor or array) as a non-empty list of finite floats >= 0."""
+LARGE_LINF_BUDGET = 0.3
+"""An L-inf budget above this fraction of the input range (0.3 for [0, 1] images; 8/255 = 0.031 is usual) gets a
+warning: it is almost certainly a unit mistake (0-255 budgets) or labels passed where ``eps`` goes."""
+
+
+def _not_budgets(owner: str, eps: Any, why: str) -> LabelflipError:
+    return fail(
+        owner,
+        "eps",
+        "a float >= 0 or a 1-D sequence of them (the second argument of attack(x, eps) is the budget)",
+        eps,
+        f"{why} Budgets are pixel-unit radii, e.g. attack(x, 0.01) or attack(x, [0.002, 0.01]); target labels go "
+        "in target=..., e.g. attack(x, 0.01, target=y).",
+    )
+
+
+def validate_budgets(
+    eps: Any, owner: str, *, norm: str | None = None, bounds: tuple[float, float] | None = None
+) -> list[float]:
+    """``eps`` (a float, a sequence, a 1-D tensor or array) as a non-empty list of finite floats >= 0.
+
+    A 2-D or deeper tensor/array or a nested sequence is refused: it is almost always a label matrix passed
+    positionally where ``eps`` goes (``attack(x, y)``). With ``norm="linf"`` and ``bounds``, budgets above
+    :data:`LARGE_LINF_BUDGET` of the input range warn once per call (a :class:`LabelflipWarning`).
+    """
     values = eps
     if isinstance(eps, (Tensor, np.ndarray, np.generic)):
-        values = np.asarray(eps.detach().cpu() if isinstance(eps, Tensor) else eps).ravel().tolist()
+        arr = np.asarray(eps.detach().cpu() if isinstance(eps, Tensor) else eps)
+        if arr.ndim > 1:
+            raise _not_budgets(owner, eps, f"a {arr.ndim}-D {type(eps).__name__} of shape {tuple(arr.shape)} is not.")
+        values = arr.ravel().tolist()
     elif isinstance(eps, numbers.Real) and not isinstance(eps, bool):
         values = [eps]
     if not isinstance(values, (list, tuple)) or len(values) == 0:
@@ -68,7 +97,9 @@ def validate_budgets(eps: Any, owner: str) -> list[float]:
             eps,
             "budgets are in pixel units, e.g. eps=0.01 or eps=[0.002, 0.01].",
         )
-    return [
+    if any(isinstance(v, (list, tuple, Tensor, np.ndarray)) and not _is_scalar(v) for v in values):
+        raise _not_budgets(owner, eps, "a nested sequence (a matrix) is not.")
+    budgets = [
         check_float(
             owner,
             "eps",
@@ -78,15 +109,43 @@ def validate_budgets(eps: Any, owner: str) -> list[float]:
         )
         for e in values
     ]
+    if norm == "linf" and bounds is not None:
+        limit = LARGE_LINF_BUDGET * (bounds[1] - bounds[0])
+        large = [b for b in budgets if b > limit]
+        if large:
+            warnings.warn(
+                f"{owner}: L-inf budget(s) {', '.join(f'{b:g}' for b in large[:5])} exceed {limit:g} "
+                f"({LARGE_LINF_BUDGET:g} of the input range {bounds}): such a perturbation can repaint the image. "
+                "Budgets are in the inputs' units (8/255 = 0.031 for [0, 1] images); if you passed labels "
+                "positionally, they go in target=...",
+                LabelflipWarning,
+                stacklevel=3,
+            )
+    return budgets
+
+
+def _is_scalar(v: Any) -> bool:
+    if isinstance(v, np.ndarray):
+        return v.size == 1
+    return isinstance(v, Tensor) and v.numel() == 1
+
+
+def work_dtype(model: MultiLabelModel, x: Tensor) -> torch.dtype:
+    """The dtype attacks keep the perturbation, the clamp and the norm accounting in: the wider of the caller's
+    float dtype, float32 and the network's dtype. A float16/bfloat16 network therefore never narrows ``x``: only
+    :meth:`MultiLabelModel.forward` casts (inputs to the network's dtype, logits back), so ``||x_adv - x|| <= eps``
+    holds exactly against the caller's own input. Same dtypes (the float32 default) mean no cast at all."""
+    return model.work_dtype(x.dtype)
 
 
 def prepare_inputs(model: nn.Module | MultiLabelModel, x: Any, owner: str) -> tuple[MultiLabelModel, Tensor]:
     """The shared preamble: wrap the model, validate ``x`` ``(N, ...)``, run the one-off model checks, and move
-    ``x`` (detached) to the model's device and dtype. Returns ``(wrapped model, x)``."""
+    ``x`` (detached) to the model's device, in :func:`work_dtype` (float32 at least, whatever the network's
+    dtype). Returns ``(wrapped model, x)``."""
     m = as_model(model)
     x = m.validate_inputs(x, owner=owner)
     ensure_checked(m, x, owner=owner)
-    return m, x.detach().to(m.device, m.dtype)
+    return m, x.detach().to(m.device, work_dtype(m, x))
 
 
 def clean_pass(model: MultiLabelModel, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -101,7 +160,8 @@ class Batch:
     """One chunk of an attack call, as ``run`` sees it (tensors on the model's device).
 
     Attributes:
-        x: clean inputs ``(N, ...)`` in the model's bounds and dtype.
+        x: clean inputs ``(N, ...)`` in the model's bounds, in :func:`work_dtype` (float32 at least, also for a
+            float16/bfloat16 network: the wrapper casts inside its forward).
         clean_probs: ``(N, K)`` clean confidences; ``clean_pred`` ``(N, K)`` bool.
         target: ``(N, K)`` in {0, 1}, in the inputs' dtype (default ``1 - clean_pred``).
         weights: ``None``, ``(N, K)`` or ``(B, N, K)`` label weights in [0, 1].
@@ -196,7 +256,7 @@ class Attack(ABC):
         """
         owner = type(self).__name__
         start = time.perf_counter()
-        budgets = validate_budgets(eps, owner)
+        budgets = validate_budgets(eps, owner, norm=self.norm, bounds=self.model.bounds)
         model, x = prepare_inputs(self.model, x, owner)
         n = x.shape[0]
         if target is not None:

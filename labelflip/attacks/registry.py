@@ -27,6 +27,7 @@ subclasses, whose ``kind``, ``requires`` and ``stochastic`` class attributes des
 _HOW = {
     "profile": "a flip profile (probe_profile, or `labelflip profile`)",
     "correlations": "label correlations (measure_correlations, or `labelflip correlations`)",
+    "heldout": "held-out inputs (M, ...) disjoint from the evaluation samples, e.g. the profile's probe samples",
 }
 
 
@@ -60,6 +61,7 @@ def create_attack(
     profile: Any | None = None,
     correlations: Any | None = None,
     seed: int = 0,
+    heldout: Any | None = None,
     **options: Any,
 ) -> Any:
     """Build the attack a method spec names, giving it what it requires.
@@ -70,11 +72,12 @@ def create_attack(
         profile, correlations: analysis artefacts, passed only to attacks that require them (an error names the
             missing one otherwise).
         seed: passed to stochastic attacks only.
+        heldout: held-out inputs, passed only to attacks that require them (``class-auto``'s gamma search).
         **options: common attack options (``norm``, ``batch_size``, ``return_adv``, MI-FGSM settings).
     """
     parsed = parse_attack(spec)
     info = attack_info(parsed)
-    given = {"profile": profile, "correlations": correlations}
+    given = {"profile": profile, "correlations": correlations, "heldout": heldout}
     kwargs: dict[str, Any] = {}
     for need in sorted(info["requires"]):
         if given.get(need) is None:

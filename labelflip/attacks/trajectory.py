@@ -9,8 +9,18 @@ per row). Update, per sample (``normalize="sample"``)::
     x_k+1 = x_k - alpha * sign(g)               (L2 project: x_k - alpha * g / ||g||_2;  L2 paper: x_k - alpha * g)
     clip="step": x_k+1 <- clamp(project_eps(x_k+1), bounds)
 
+``clip="final"`` (default) projects the final iterate onto the eps-ball and clamps it to the bounds. For L-inf the
+box only removes float32 drift: ``n * alpha`` accumulated over ``n`` steps can exceed eps by a few ulps when eps is
+an exact multiple of alpha (most paper budgets), and the box then changes such pixels by up to about 2e-6.
+``clip="bounds"`` (the ``paper`` preset) is the authors' exact final step, a clamp to the bounds only (L-inf; L2
+behaves as ``"final"``).
+
 The state ``x`` is kept unclamped as the authors' code does; :meth:`Trajectory.final` projects to the budget and
-clamps to the bounds. A zero gradient gives a zero step (never NaN).
+clamps to the bounds. A zero gradient never produces NaN: a sample whose loss gradient is exactly zero is
+**frozen** from that step on (no further steps, momentum included), as SPEC.md says and as the authors' code behaves
+(their ``0/0`` gives NaN and ``sign(NaN) = 0``, so the image never moves again). With ``normalize="batch"`` (the
+authors' batch-global norm, parity only) a step is frozen for the whole batch exactly when the whole batch's
+gradient is zero, as theirs; a single sample's zero gradient then leaves its momentum running, as theirs does.
 """
 
 from __future__ import annotations
@@ -45,7 +55,7 @@ class StepRule:
     alpha: float = ALPHA_LINF
     mu: float = 1.0
     normalize: Literal["sample", "batch"] = "sample"
-    clip: Literal["final", "step"] = "final"
+    clip: Literal["final", "step", "bounds"] = "final"
     l2_mode: Literal["project", "paper"] = "project"
 
 
@@ -92,14 +102,20 @@ class Trajectory:
         self.loss_eps = loss_eps
         r = torch.full((x0.shape[0],), math.inf, device=x0.device) if radius is None else radius
         self.radius = _view(r.to(device=x0.device, dtype=x0.dtype), x0.ndim)
+        self.frozen = torch.zeros(x0.shape[0], dtype=torch.bool, device=x0.device)
+        """``(N,)``: samples whose loss gradient was exactly zero at some step; they never move again."""
         self.k = 0
 
-    def _normalise(self, v: Tensor, kind: str) -> Tensor:
+    def _norms(self, v: Tensor, kind: str) -> Tensor:
+        """Per-sample L1 or L2 norms ``(N,)`` (one batch-global norm repeated with ``normalize="batch"``)."""
         flat = v.flatten(1)
-        denom = flat.abs().sum(dim=1) if kind == "l1" else flat.norm(dim=1)
         if self.rule.normalize == "batch":
-            denom = (flat.abs().sum() if kind == "l1" else flat.norm()).expand(flat.shape[0])
-        denom = torch.where(denom > 0, denom, torch.ones_like(denom))  # zero gradient -> zero step, no NaN
+            return (flat.abs().sum() if kind == "l1" else flat.norm()).expand(flat.shape[0])
+        return flat.abs().sum(dim=1) if kind == "l1" else flat.norm(dim=1)
+
+    def _normalise(self, v: Tensor, kind: str, denom: Tensor | None = None) -> Tensor:
+        denom = self._norms(v, kind) if denom is None else denom
+        denom = torch.where(denom > 0, denom, torch.ones_like(denom))  # a zero vector stays zero, no NaN
         return v / _view(denom, v.ndim)
 
     def gradient(self) -> Tensor:
@@ -115,7 +131,11 @@ class Trajectory:
         rule = self.rule
         grad = self.gradient()
         with torch.no_grad():
-            ghat = self._normalise(grad, "l1" if rule.norm == "linf" else "l2")
+            kind = "l1" if rule.norm == "linf" else "l2"
+            denom = self._norms(grad, kind)
+            # A zero gradient freezes the sample for good (SPEC.md; the authors' NaN momentum never moves again).
+            self.frozen |= denom == 0
+            ghat = self._normalise(grad, kind, denom)
             # g = mu * g + ghat, in place (same two roundings; mu = 1 makes the product exact)
             self.g.mul_(rule.mu).add_(ghat)
             if rule.norm == "linf":
@@ -127,7 +147,8 @@ class Trajectory:
                 x_new = self.x.sub(self._normalise(self.g, "l2"), alpha=rule.alpha)
             if rule.clip == "step":
                 x_new = self._clamp(x_new)
-            self.x = x_new
+            # frozen samples keep their iterate (bits of the others untouched: a select, no arithmetic)
+            self.x = torch.where(_view(self.frozen, x_new.ndim), self.x, x_new)
         self.k += 1
 
     def run_to(self, steps: int) -> Trajectory:
@@ -145,7 +166,9 @@ class Trajectory:
     def _clamp(self, x: Tensor, radius: Tensor | None = None) -> Tensor:
         """Project onto the eps-ball around ``x0`` (L-inf box or L2 ball), then clamp to the bounds."""
         r = self.radius if radius is None else radius.to(self.x0.dtype).view(self.radius.shape)
-        if self.rule.norm == "linf":
+        if self.rule.norm == "linf" and self.rule.clip == "bounds":
+            pass  # the authors' final clamp to the bounds only: no eps-box (float drift of n * alpha kept)
+        elif self.rule.norm == "linf":
             x = torch.minimum(torch.maximum(x, self.x0 - r), self.x0 + r)
         elif self.rule.l2_mode == "project":
             x = self.x0 + self._project_l2(x - self.x0, r)

@@ -12,13 +12,19 @@ from typing import Annotated
 import typer
 
 from labelflip._validation import LabelflipError, check_choice, check_int, fail
-from labelflip.analysis import targets_vs_flips
-from labelflip.cli.common import app, console, fail_cleanly
+from labelflip.analysis import DEFAULT_MAX_STEPS, check_profile, targets_vs_flips
+from labelflip.cli.common import app, console, err_console, fail_cleanly
 from labelflip.cli.loading import load_named_model
 from labelflip.data import cooccurrence_matrix
 from labelflip.report.figures import plot_attackability, plot_correlations, plot_profile, plot_targets_vs_flips
 from labelflip.report.tables import attackability_markdown, targets_vs_flips_markdown
-from labelflip.study.inputs import measure_attackability, measure_correlations_for, measure_profile, select_samples
+from labelflip.study.inputs import (
+    check_output_path,
+    measure_attackability,
+    measure_correlations_for,
+    measure_profile,
+    select_samples,
+)
 
 __all__ = ["attackability_cmd", "correlations_cmd", "profile_cmd", "targets_vs_flips_cmd"]
 
@@ -33,14 +39,22 @@ def profile_cmd(
     norm: Annotated[str, typer.Option(help="linf or l2")] = "linf",
     seed: Annotated[int, typer.Option(help="sample seed (the probe uses seed + 1, as studies do)")] = 0,
     out: Annotated[Path, typer.Option(help="where to write the profile JSON")] = Path("profile.json"),
+    max_steps: Annotated[int, typer.Option(help="probe cap in MI-FGSM steps (same meaning for linf and l2)")] = (
+        DEFAULT_MAX_STEPS
+    ),
+    min_points: Annotated[int | None, typer.Option(help="probe points in all, for the fit (default order + 2)")] = None,
 ) -> None:
     """Measure a model's flip profile E(eps) and save it as JSON (plot beside it)."""
     try:
         check_int("labelflip profile", "--samples", samples, low=2)
         check_int("labelflip profile", "--interval", interval, low=1)
         check_int("labelflip profile", "--order", order, low=1)
+        check_int("labelflip profile", "--max-steps", max_steps, low=interval * order)
+        if min_points is not None:
+            check_int("labelflip profile", "--min-points", min_points, low=2)
         check_choice("labelflip profile", "--curve", curve, ("max", "bce"))
         check_choice("labelflip profile", "--norm", norm, ("linf", "l2"))
+        check_output_path(out, owner="labelflip profile", param="--out")
         wrapped, fingerprint, data = load_named_model(model)
         prof = measure_profile(
             wrapped,
@@ -51,6 +65,8 @@ def profile_cmd(
             order=order,
             curve=curve,
             norm=norm,
+            max_steps=max_steps,
+            min_points=min_points,
             fingerprint=fingerprint,
             owner="labelflip profile",
         )
@@ -63,6 +79,12 @@ def profile_cmd(
         f"{model}: eps_max = {prof.eps_max:.5f} ({prof.stop_reason}), E(eps_max) = {prof.flips[-1]:.2f} of "
         f"{prof.num_labels} labels; written to {out} (plot: {png})"
     )
+    if prof.stop_reason == "cap":
+        err_console.print(
+            f"[red]warning:[/] the probe stopped at its cap --max-steps {max_steps} before flips saturated: eps_max "
+            "is the cap, and SLAM, CLASS, random subsets and % budgets refuse this profile (--allow-capped-profile "
+            "uses it anyway). Re-probe with a larger --max-steps."
+        )
 
 
 @app.command("correlations")
@@ -81,6 +103,7 @@ def correlations_cmd(
         check_int("labelflip correlations", "--samples", samples, low=1)
         if not eps > 0:
             raise fail("labelflip correlations", "--eps", "a budget > 0", eps, "e.g. --eps 0.005.")
+        check_output_path(out, owner="labelflip correlations", param="--out")
         wrapped, fingerprint, data = load_named_model(model)
         corr = measure_correlations_for(
             wrapped,
@@ -120,6 +143,7 @@ def attackability_cmd(
         check_int("labelflip attackability", "--per-label", per_label, low=1)
         if not eps > 0:
             raise fail("labelflip attackability", "--eps", "a budget > 0", eps, "e.g. --eps 0.01.")
+        check_output_path(out, owner="labelflip attackability", param="--out")
         wrapped, fingerprint, data = load_named_model(model)
         att = measure_attackability(wrapped, data, per_label=per_label, eps=eps, images=images, fingerprint=fingerprint)
     except LabelflipError as exc:
@@ -163,9 +187,11 @@ def targets_vs_flips_cmd(
         check_int("labelflip targets-vs-flips", "--step", step, low=1)
         check_int("labelflip targets-vs-flips", "--samples", samples, low=1)
         check_int("labelflip targets-vs-flips", "--probe-samples", probe_samples, low=2)
+        check_output_path(out, owner="labelflip targets-vs-flips", param="--out")
         wrapped, fingerprint, data = load_named_model(model)
         n = min(probe_samples, len(data.val))
         prof = measure_profile(wrapped, data, samples=n, seed=seed, fingerprint=fingerprint)
+        check_profile(prof, owner="labelflip targets-vs-flips", name="the probed profile")
         idx = select_samples(data.test, samples, seed, owner="labelflip targets-vs-flips", param="--samples")
         k = data.train.num_labels
         tvf = targets_vs_flips(wrapped, data.test.x[idx], [f * prof.eps_max for f in fr], list(range(0, k + 1, step)))

@@ -9,12 +9,22 @@ import typer
 
 from labelflip._registry import Spec
 from labelflip._validation import LabelflipError, check_choice, check_int, fail
-from labelflip.analysis import PAPER_FRACTIONS, Correlations, Profile
+from labelflip.analysis import DEFAULT_MAX_STEPS, PAPER_FRACTIONS, Correlations, Profile, check_profile
 from labelflip.attacks import attack_info, create_attack, parse_attack, split_method_list
 from labelflip.cli.common import app, console, err_console, fail_cleanly, progress_bar
 from labelflip.cli.loading import load_named_model
 from labelflip.report import flip_table, to_rich
-from labelflip.study.inputs import measure_correlations_for, measure_profile, select_samples
+from labelflip.study.inputs import (
+    ENGINE_DEFAULTS,
+    check_correlations,
+    check_output_path,
+    engine_options,
+    measure_correlations_for,
+    measure_profile,
+    probe_indices,
+    select_samples,
+)
+from labelflip.study.presets import preset_methods, preset_settings
 
 __all__ = ["attack", "parse_budgets", "parse_methods", "resolve_budgets"]
 
@@ -86,45 +96,105 @@ def attack(
     seed: Annotated[int, typer.Option(help="sample-selection and random-subset seed")] = 0,
     batch_size: Annotated[int | None, typer.Option(help="attack batch size (memory)")] = None,
     markdown: Annotated[Path | None, typer.Option(help="also write the table as Markdown here")] = None,
+    max_steps: Annotated[int, typer.Option(help="flip-profile probe cap in MI-FGSM steps")] = DEFAULT_MAX_STEPS,
+    allow_capped_profile: Annotated[
+        bool, typer.Option(help="use a profile that stopped at its cap (its eps_max is not where flips saturate)")
+    ] = False,
+    preset: Annotated[str | None, typer.Option(help="'paper': the authors' settings (see the README)")] = None,
 ) -> None:
     """Attack a model at a list of budgets and print mean ± std flips per method."""
+    owner = "labelflip attack"
     try:
         # Validate every option before loading (or training) a model.
         specs = parse_methods(methods or loss or "bce,linear,slam", "--loss" if loss and not methods else "--methods")
-        check_choice("labelflip attack", "--split", split, ("train", "val", "test"))
-        check_choice("labelflip attack", "--norm", norm, ("linf", "l2"))
-        check_int("labelflip attack", "--samples", samples, low=1)
-        check_int("labelflip attack", "--probe-samples", probe_samples, low=2)
+        settings = preset_settings(preset, owner=owner, param="--preset")
+        if preset is not None:
+            specs = [parse_attack(m) for m in preset_methods(preset, [str(s) for s in specs])]
+        engine = {**ENGINE_DEFAULTS, **settings.get("attack", {})}
+        check_choice(owner, "--split", split, ("train", "val", "test"))
+        check_choice(owner, "--norm", norm, ("linf", "l2"))
+        check_int(owner, "--samples", samples, low=1)
+        check_int(owner, "--probe-samples", probe_samples, low=2)
+        check_int(owner, "--max-steps", max_steps, low=40)  # the probe: interval 10, order 4
+        if not eps_corr > 0:
+            raise fail(owner, "--eps-corr", "a budget > 0", eps_corr, "e.g. --eps-corr 0.005.")
+        if markdown is not None:
+            check_output_path(markdown, owner=owner, param="--markdown")
         budget_spec = parse_budgets(budgets)
         wrapped, fingerprint, data = load_named_model(model)
+        k = len(data.label_names)
         needs = set().union(*(attack_info(s)["requires"] for s in specs))
+        part = getattr(data, split)
+        idx = select_samples(part, samples, seed, owner=owner, param="--samples")
+        exclude = idx if split == "val" else None  # probes disjoint from the evaluation samples
+        n_probe = min(probe_samples, len(data.val) - (0 if exclude is None else len(exclude)))
         prof = Profile.load(profile) if profile is not None else None
         if prof is None and ("profile" in needs or any(pct for _, pct in budget_spec)):
-            n = min(probe_samples, len(data.val))
-            prof = measure_profile(wrapped, data, samples=n, seed=seed, norm=norm, fingerprint=fingerprint)
+            prof = measure_profile(
+                wrapped,
+                data,
+                samples=n_probe,
+                seed=seed,
+                norm=norm,
+                curve=settings.get("profile", {}).get("curve", "max"),
+                max_steps=max_steps,
+                engine=engine_options("bce", engine),
+                fingerprint=fingerprint,
+                exclude=exclude,
+                owner=owner,
+            )
+        if prof is not None:
+            name = f"--profile {profile}" if profile is not None else "the probed profile"
+            prof = check_profile(
+                prof,
+                owner=owner,
+                name=name,
+                num_labels=k,
+                norm=norm,
+                fingerprint=fingerprint,
+                allow_capped=allow_capped_profile,
+            )
         corr = Correlations.load(correlations) if correlations is not None else None
+        if corr is not None:
+            check_correlations(
+                corr, owner=owner, name=f"--correlations {correlations}", num_labels=k, fingerprint=fingerprint
+            )
         if corr is None and "correlations" in needs:
-            n = min(probe_samples, len(data.val))
-            corr = measure_correlations_for(wrapped, data, samples=n, seed=seed, eps=eps_corr, fingerprint=fingerprint)
+            corr = measure_correlations_for(
+                wrapped, data, samples=n_probe, seed=seed, eps=eps_corr, fingerprint=fingerprint, exclude=exclude
+            )
+        heldout = data.val.x[probe_indices(data, n_probe, seed, exclude=exclude)] if "heldout" in needs else None
         eps, labels = resolve_budgets(budget_spec, prof)
-        part = getattr(data, split)
-        idx = select_samples(part, samples, seed, owner="labelflip attack", param="--samples")
         results = {}
         with progress_bar() as prog:
             task = prog.add_task(f"{model}: attacks", total=len(specs))
             for spec in specs:
                 attack_ = create_attack(
-                    spec, wrapped, profile=prof, correlations=corr, seed=seed, norm=norm, batch_size=batch_size
+                    spec,
+                    wrapped,
+                    profile=prof,
+                    correlations=corr,
+                    seed=seed,
+                    heldout=heldout,
+                    norm=norm,
+                    batch_size=batch_size,
+                    **engine_options(str(spec), engine),
                 )
                 results[spec.label] = attack_(part.x[idx], eps, sample_ids=idx)
                 prog.advance(task)
                 if not err_console.is_terminal:
                     err_console.print(f"{model}: {spec.label} done")
-        title = f"{model}: mean ± std flips over {samples} {split} samples ({norm})"
+        notes = [f"preset {preset}"] if preset is not None else []
+        for label, res in results.items():
+            if "gamma" in res.extra:  # class-auto: the gamma its search chose on the held-out samples
+                held = res.extra["heldout_samples"]
+                notes.append(f"{label}: γ = {res.extra['gamma']:g} chosen on {held} held-out samples (0.05 steps)")
+        title = "; ".join([f"{model}: mean ± std flips over {samples} {split} samples ({norm})", *notes])
         table = flip_table(results, column_labels=labels, title=title)
     except LabelflipError as exc:
         fail_cleanly(exc)
         return
     console.print(to_rich(table))
     if markdown is not None:
-        markdown.write_text(table.to_markdown() + "\n")
+        markdown.parent.mkdir(parents=True, exist_ok=True)
+        markdown.write_text(table.to_markdown() + "".join(f"\n\n{n}" for n in notes) + "\n")

@@ -22,10 +22,10 @@ __all__ = ["DATASETS", "DatasetSplits", "MultiLabelData", "cooccurrence_matrix",
 
 @dataclass
 class MultiLabelData:
-    """One split of a multi-label image dataset.
+    """One split of a multi-label dataset.
 
     Attributes:
-        x: float32 images ``(N, C, H, W)`` in ``[0, 1]``.
+        x: float32 images ``(N, C, H, W)`` in ``[0, 1]``, or tabular features ``(N, D)``.
         y: float32 labels ``(N, K)`` in ``{0, 1}``.
         label_names: ``K`` human-readable names, in label-index order.
     """
@@ -36,8 +36,10 @@ class MultiLabelData:
 
     def __post_init__(self) -> None:
         owner = "MultiLabelData"
-        if not isinstance(self.x, torch.Tensor) or self.x.dim() != 4:
-            raise fail(owner, "x", "a 4-D tensor (N, C, H, W)", self.x, "stack images as (N, C, H, W).")
+        if not isinstance(self.x, torch.Tensor) or self.x.dim() not in (2, 4):
+            raise fail(
+                owner, "x", "a 4-D tensor (N, C, H, W) or a 2-D tensor (N, D)", self.x, "stack images as (N, C, H, W)."
+            )
         if not isinstance(self.y, torch.Tensor) or self.y.dim() != 2 or self.y.shape[0] != self.x.shape[0]:
             raise fail(
                 owner,

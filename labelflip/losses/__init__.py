@@ -9,6 +9,7 @@ from labelflip.losses.attack import (
     LinearLoss,
     MSELoss,
     SLAMLoss,
+    check_flip_estimate,
     create_loss,
     list_losses,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "MSELoss",
     "SLAMLoss",
     "asymmetric_loss",
+    "check_flip_estimate",
     "create_loss",
     "list_losses",
 ]

@@ -15,10 +15,19 @@ slam       ``(1 - q p) linear + q p bce``, ``p`` from the flip profile ``E(eps)`
 hinge      ``t max(0, m - P) + (1-t) max(0, P - m)``, ``m = 0.5``                  authors' code
 mse        ``t (1-P)^2 + (1-t) P^2``                                             authors' code
 =========  ===================================================================  ==========================
+
+**BCE formulations** (``formulation=``; SPEC-reference-code §2, §11). ``"stable"`` (default) computes BCE on the
+logits: finite everywhere, gradient ``P - t`` in the logit, so a label keeps being pushed however saturated it
+is. ``"authors"`` is the authors' ``torch.nn.BCELoss`` on ``P = sigmoid(z)`` (each log clamped at ``-100``): once
+``sigmoid`` rounds to exactly 1 in float32 (``z`` above about 17) the gradient is **zero**, and below
+``z`` of about -27.6 it vanishes (``log`` clamped), so such labels are no longer pushed. On a saturated model this
+changes flips (the issue's example: 2.00 authors vs 1.78 stable at eps 0.002). The ``paper`` preset selects it
+(``MIFGSM(..., bce_formulation="authors")`` applies it to the BCE terms of BCE, SLAM and the subset attacks).
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,6 +48,7 @@ __all__ = [
     "LinearLoss",
     "MSELoss",
     "SLAMLoss",
+    "check_flip_estimate",
     "create_loss",
     "list_losses",
 ]
@@ -77,11 +87,34 @@ class AttackLoss:
             t = t * weight.to(t.dtype)
         return t.sum(dim=1)
 
+    def with_bce(self, formulation: str) -> AttackLoss:
+        """This loss with its BCE terms in ``formulation`` (``"stable"`` or ``"authors"``); losses without BCE
+        terms return themselves."""
+        _check_formulation(type(self).__name__, formulation)
+        return self
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
 
-def _bce_terms(logits: Tensor, target: Tensor) -> Tensor:
+BCE_FORMULATIONS = ("stable", "authors")
+
+
+def _check_formulation(owner: str, formulation: str) -> str:
+    if formulation not in BCE_FORMULATIONS:
+        raise fail(
+            owner,
+            "formulation",
+            "'stable' (BCE on logits) or 'authors' (BCE on probabilities, as the authors' code)",
+            formulation,
+        )
+    return formulation
+
+
+def _bce_terms(logits: Tensor, target: Tensor, formulation: str = "stable") -> Tensor:
+    if formulation == "authors":
+        # torch.nn.BCELoss on sigmoid outputs (logs clamped at -100): zero gradient once sigmoid rounds to 1.
+        return F.binary_cross_entropy(torch.sigmoid(logits), target, reduction="none")
     # -[t log s(z) + (1-t) log(1-s(z))] = t softplus(-z) + (1-t) softplus(z): finite for every logit.
     return target * F.softplus(-logits) + (1 - target) * F.softplus(logits)
 
@@ -91,14 +124,28 @@ def _linear_terms(logits: Tensor, target: Tensor) -> Tensor:
     return target * (1 - p) + (1 - target) * p
 
 
-@LOSSES.register("bce")
+@LOSSES.register(
+    "bce",
+    params=[Param("formulation", str, "stable", "'stable' (on logits) or 'authors' (on probabilities, log >= -100)")],
+)
 class BCELoss(AttackLoss):
-    """Binary cross-entropy on logits (seed eq. 2), numerically stable: never Inf, gradient ``P - t``."""
+    """Binary cross-entropy (seed eq. 2). ``formulation="stable"`` (default): on logits, never Inf, gradient
+    ``P - t``. ``"authors"``: the authors' BCE on probabilities (see the module docstring: zero gradient once
+    ``sigmoid`` rounds to 1)."""
 
     name = "bce"
 
+    def __init__(self, formulation: str = "stable") -> None:
+        self.formulation = _check_formulation("BCELoss", formulation)
+
     def terms(self, logits: Tensor, target: Tensor, eps: Tensor | None = None) -> Tensor:
-        return _bce_terms(logits, target)
+        return _bce_terms(logits, target, self.formulation)
+
+    def with_bce(self, formulation: str) -> AttackLoss:
+        return BCELoss(formulation)
+
+    def __repr__(self) -> str:
+        return "BCELoss()" if self.formulation == "stable" else f"BCELoss(formulation={self.formulation!r})"
 
 
 @LOSSES.register("linear")
@@ -165,6 +212,10 @@ class SLAMLoss(AttackLoss):
         coefficients: polynomial coefficients of ``E``, increasing degree.
         eps_max: budget at which the profile saturates; ``p = 1`` from there on.
         q: maximum BCE share in the mix, in ``[0, 1]`` (paper: 0.5; Table IX: 0.25-1).
+        formulation: the BCE term's formulation, ``"stable"`` or ``"authors"`` (see :class:`BCELoss`).
+
+    A measured profile is checked (:func:`check_flip_estimate`): one that stopped at its probe cap is refused, and
+    the logits must have the profile's K labels.
     """
 
     name = "slam"
@@ -177,19 +228,13 @@ class SLAMLoss(AttackLoss):
         coefficients: Sequence[float] | np.ndarray | None = None,
         eps_max: float | None = None,
         q: float = 0.5,
+        formulation: str = "stable",
     ) -> None:
+        self.formulation = _check_formulation("SLAMLoss", formulation)
         if profile is not None:
             if coefficients is not None or eps_max is not None:
                 raise fail("SLAMLoss", "profile", "given alone (not with coefficients/eps_max)", profile)
-            if not isinstance(profile, FlipEstimate):
-                raise fail(
-                    "SLAMLoss",
-                    "profile",
-                    "a flip estimate (a Profile, or anything with eps_max and estimate(eps))",
-                    profile,
-                    "build one with labelflip.analysis.probe_profile(...), load one with Profile.load(path), or pass "
-                    "coefficients=[c0, c1, ...] and eps_max=... instead.",
-                )
+            check_flip_estimate("SLAMLoss", profile)
         else:
             if coefficients is None or eps_max is None:
                 raise fail(
@@ -229,15 +274,73 @@ class SLAMLoss(AttackLoss):
                 "through an attack (MIFGSM passes eps), or pass eps=... explicitly."
             )
         k = logits.shape[1]
+        check_flip_estimate("SLAMLoss", self.profile, num_labels=k)
         cache: dict[float, float] = {}
         mix = [cache.setdefault(e, self.mix_weight(e, k)) for e in eps.tolist()]
         w = torch.tensor(mix, dtype=logits.dtype, device=logits.device).unsqueeze(1)
-        return (1 - w) * _linear_terms(logits, target) + w * _bce_terms(logits, target)
+        return (1 - w) * _linear_terms(logits, target) + w * _bce_terms(logits, target, self.formulation)
+
+    def with_bce(self, formulation: str) -> AttackLoss:
+        out = copy.copy(self)
+        out.formulation = _check_formulation("SLAMLoss", formulation)
+        return out
 
     def __repr__(self) -> str:
         coefs = getattr(self.profile, "coefficients", None)
         order = f", order={len(coefs) - 1}" if coefs is not None else ""
-        return f"SLAMLoss(eps_max={self.eps_max:.6g}, q={self.q}{order})"
+        form = f", formulation={self.formulation!r}" if self.formulation != "stable" else ""
+        return f"SLAMLoss(eps_max={self.eps_max:.6g}, q={self.q}{order}{form})"
+
+
+def check_flip_estimate(
+    owner: str, profile: Any, *, num_labels: int | None = None, norm: str | None = None, param: str = "profile"
+) -> Any:
+    """Check a flip estimate before SLAM, CLASS or random subsets use it; returns it.
+
+    Refuses (naming the artefact and the fix): anything that is not a :class:`FlipEstimate`; a measured profile
+    that stopped at its probe cap (``stop_reason == "cap"``) unless it was accepted knowingly
+    (``Profile.accept_cap()``); a profile of a model with another number of labels than ``num_labels`` (the
+    model's K); a profile probed under another norm than ``norm``. Bare estimates (:class:`PolynomialEstimate`)
+    carry none of these facts and pass. ``param`` names the artefact in errors (``"--profile"``).
+    """
+    if not isinstance(profile, FlipEstimate):
+        raise fail(
+            owner,
+            param,
+            "a flip estimate (a Profile, or anything with eps_max and estimate(eps))",
+            profile,
+            "build one with labelflip.analysis.probe_profile(...), load one with Profile.load(path), or pass "
+            "coefficients=[c0, c1, ...] and eps_max=... instead.",
+        )
+    if getattr(profile, "stop_reason", None) == "cap" and not getattr(profile, "cap_accepted", False):
+        cap = getattr(profile, "max_steps", None)
+        raise fail(
+            owner,
+            param,
+            "a profile whose probe converged (its eps_max is where flips saturate)",
+            f"a profile that stopped at its cap ({f'max_steps={cap}, ' if cap else ''}eps_max={profile.eps_max:.5g})",
+            "re-probe with a larger cap (probe_profile(max_steps=...), `--max-steps`, study profile.max_steps), or "
+            "use it knowingly: profile.accept_cap(), `--allow-capped-profile`, study profile.allow_capped: true.",
+        )
+    k = getattr(profile, "num_labels", None)
+    if num_labels is not None and isinstance(k, int) and k != num_labels:
+        raise fail(
+            owner,
+            param,
+            f"a profile of a model with K = {num_labels} labels (this model)",
+            f"a profile of a model with K = {k}",
+            "probe the profile of this model (probe_profile(model, x_heldout) or `labelflip profile`).",
+        )
+    pnorm = getattr(profile, "norm", None)
+    if norm is not None and isinstance(pnorm, str) and pnorm != norm:
+        raise fail(
+            owner,
+            param,
+            f"a profile probed with norm={norm!r} (the attack's norm)",
+            f"a {pnorm} profile",
+            f"probe it with norm={norm!r} (`labelflip profile --norm {norm}`), or attack with norm={pnorm!r}.",
+        )
+    return profile
 
 
 def list_losses(pattern: str = "*") -> list[str]:

@@ -8,6 +8,7 @@
 * :data:`MODELS` (:mod:`~labelflip.models.registry`): named, ready-to-attack models.
 """
 
+from labelflip.models import pretrained as _pretrained  # noqa: F401  (registers q2l-r101-448, tresnet-l-448, ...)
 from labelflip.models.checks import check_model, ensure_checked
 from labelflip.models.registry import MODELS, LoadedModel, create_model, list_models
 from labelflip.models.wrapper import MultiLabelModel, as_model

@@ -5,11 +5,12 @@ Loading only ever reads safetensors files (no pickle, no ``torch.load``), so a c
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,15 @@ from labelflip._validation import fail
 from labelflip._version import __version__
 from labelflip.models.architectures import ARCHITECTURES, build_architecture
 
-__all__ = ["CHECKPOINT_FORMAT", "fingerprint", "load_checkpoint", "save_checkpoint", "source_hash"]
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "code_hash",
+    "fingerprint",
+    "load_checkpoint",
+    "save_checkpoint",
+    "source_hash",
+    "tensors_sha256",
+]
 
 CHECKPOINT_FORMAT = "labelflip-checkpoint/1"
 _META_KEY = "labelflip"
@@ -61,6 +70,34 @@ def source_hash() -> str:
     return h.hexdigest()
 
 
+def _strip_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (
+            isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
+            node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+def code_hash(sources: Sequence[str]) -> str:
+    """16 hex chars of sha256 over the code of package modules (paths relative to ``labelflip/``; a directory
+    means every ``.py`` under it): each module's syntax tree without docstrings, comments or line numbers."""
+    h = hashlib.sha256()
+    files: list[Path] = []
+    for rel in sources:
+        path = _PACKAGE_DIR / rel
+        files.extend(sorted(path.rglob("*.py")) if path.is_dir() else [path])
+    for path in files:
+        h.update(path.relative_to(_PACKAGE_DIR).as_posix().encode() + b"\0")
+        h.update(ast.dump(_strip_docstrings(ast.parse(path.read_text(encoding="utf-8")))).encode() + b"\0")
+    return h.hexdigest()[:16]
+
+
 def fingerprint(data_config: Any, train_config: Any, arch: str, arch_kwargs: Mapping[str, Any] | None) -> str:
     """16 hex chars of sha256 over a canonical JSON of the configs, arch, version and source hash.
 
@@ -85,6 +122,19 @@ def fingerprint(data_config: Any, train_config: Any, arch: str, arch_kwargs: Map
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
+def tensors_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
+    """sha256 hex of a state dict's content: every tensor's name, dtype, shape and raw bytes, in name order.
+
+    Stored in each checkpoint's metadata (``content_sha256``) and verified on load, so flipped bytes in the
+    weights (which safetensors itself loads silently) are caught."""
+    h = hashlib.sha256()
+    for key in sorted(tensors):
+        t = tensors[key].detach().cpu().contiguous()
+        h.update(f"{key}\0{t.dtype!s}\0{tuple(t.shape)}\0".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def save_checkpoint(
     path: str | os.PathLike[str],
     module: nn.Module,
@@ -96,7 +146,8 @@ def save_checkpoint(
 ) -> Path:
     """Write ``module``'s state_dict and JSON metadata to a safetensors file, atomically.
 
-    The stored metadata is ``{"format", "arch", "num_labels", "arch_kwargs", "labelflip_version"}`` plus
+    The stored metadata is ``{"format", "arch", "num_labels", "arch_kwargs", "labelflip_version",
+    "content_sha256"}`` (:func:`tensors_sha256` of the weights, verified by :func:`load_checkpoint`) plus
     every key of ``metadata`` (e.g. ``fingerprint``, ``metrics``, ``data_config``, ``train_config``), all
     JSON-serialisable. Returns the path written.
     """
@@ -112,6 +163,7 @@ def save_checkpoint(
         "labelflip_version": __version__,
     }
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
+    meta["content_sha256"] = tensors_sha256(tensors)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -152,8 +204,11 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     return meta
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the module saved at ``path`` (safetensors only) and return ``(module in eval mode, metadata)``."""
+def load_checkpoint(path: str | os.PathLike[str], *, require_hash: bool = False) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the module saved at ``path`` (safetensors only) and return ``(module in eval mode, metadata)``.
+
+    The weights are checked against the stored ``content_sha256`` (LabelflipError on a mismatch: corrupt bytes).
+    Checkpoints written before labelflip stored the hash load unchecked unless ``require_hash=True``."""
     meta = read_metadata(path)
     arch = meta.get("arch")
     if arch not in ARCHITECTURES:
@@ -164,6 +219,23 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, 
     with safe_open(str(path), framework="pt") as f:
         for key in f.keys():  # noqa: SIM118 - safe_open has no __iter__
             state[key] = f.get_tensor(key)
+    expected = meta.get("content_sha256")
+    if expected is None and require_hash:
+        raise fail(
+            "load_checkpoint",
+            "path",
+            "a checkpoint with a content hash (content_sha256, written by this labelflip)",
+            str(path),
+            "delete the file and retrain; it was written by an older labelflip.",
+        )
+    if expected is not None and tensors_sha256(state) != expected:
+        raise fail(
+            "load_checkpoint",
+            "path",
+            "a checkpoint whose weights match their stored content hash (sha256)",
+            str(path),
+            "the weights are corrupt (bytes changed on disk since it was written); delete the file and retrain.",
+        )
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:

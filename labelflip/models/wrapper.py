@@ -139,6 +139,15 @@ class MultiLabelModel(nn.Module):
                 raise fail(_OWNER, "mean/std", "1-D sequences of equal length (one per channel)", (mean, std))
             if not bool(torch.isfinite(m).all()) or not bool((s > 0).all()):
                 raise fail(_OWNER, "std", "finite and > 0 in every channel", std)
+            if bool((m < low).any() or (m > high).any() or (s > 10 * (high - low)).any()):
+                raise fail(
+                    _OWNER,
+                    "mean/std",
+                    f"in the units of the input bounds {self.bounds} (a mean inside them, a std not 10x their width)",
+                    f"mean {m.tolist()}, std {s.tolist()}",
+                    "these look like 0-255 pixel units: divide mean and std by 255 (e.g. mean=[0.485, 0.456, "
+                    "0.406], std=[0.229, 0.224, 0.225]), or set bounds=(0, 255) if your inputs are 0-255.",
+                )
             self.register_buffer("mean", m, persistent=False)
             self.register_buffer("std", s, persistent=False)
         self.set_threshold(threshold)
@@ -168,11 +177,17 @@ class MultiLabelModel(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        """The floating dtype of the network's parameters (inputs are cast to it); float32 if none."""
+        """The floating dtype of the network's parameters (:meth:`forward` casts inputs to it); float32 if none."""
         for p in self.module.parameters():
             if p.is_floating_point():
                 return p.dtype
         return torch.float32
+
+    def work_dtype(self, x_dtype: torch.dtype) -> torch.dtype:
+        """The dtype inputs, perturbations and norms are kept in for inputs of ``x_dtype``: the widest of
+        ``x_dtype``, float32 and :attr:`dtype` (a float16/bfloat16 network computes in its own dtype inside
+        :meth:`forward` only)."""
+        return torch.promote_types(torch.promote_types(x_dtype, torch.float32), self.dtype)
 
     @property
     def device(self) -> torch.device:
@@ -184,11 +199,22 @@ class MultiLabelModel(nn.Module):
 
     # ------------------------------------------------------------------ forward / predict
     def forward(self, x: Tensor) -> Tensor:
-        """Logits ``(N, K)`` for inputs ``x`` ``(N, ...)`` in pixel units (no validation: hot path)."""
+        """Logits ``(N, K)`` for inputs ``x`` ``(N, ...)`` in pixel units (no validation: hot path).
+
+        Mixed precision happens here and only here: ``x`` (the caller's dtype, float32 at least in attacks) is
+        normalised in its own dtype, cast to the network's dtype (e.g. float16/bfloat16) for ``module`` and the
+        logits are cast back to ``x``'s dtype, so perturbations, clamps and norms never lose precision. With
+        equal dtypes (the float32 default) nothing is cast."""
+        x_dtype = x.dtype
         if self._normalise:
             shape = (1, -1) + (1,) * (x.ndim - 2)
             x = (x - self.mean.view(shape)) / self.std.view(shape)
+        net_dtype = self.dtype
+        if x.is_floating_point() and x.dtype != net_dtype:
+            x = x.to(net_dtype)
         out = _adapt_output(self.module(x), self.output)
+        if isinstance(out, Tensor) and out.is_floating_point() and x_dtype.is_floating_point and out.dtype != x_dtype:
+            out = out.to(x_dtype)
         if self.output_kind == "probabilities":
             out = torch.logit(out.clamp(1e-6, 1 - 1e-6))
         return out

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import struct
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from markupsafe import Markup
 from labelflip._validation import fail
 from labelflip._version import __version__
 
-__all__ = ["Figure", "Section", "Table", "render_report"]
+__all__ = ["Figure", "Section", "Table", "png_display_width", "render_report"]
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +112,25 @@ def _manifest_value(value: object) -> tuple[str, bool]:
         except (TypeError, ValueError):
             return str(value), False
     return str(value), False
+
+
+def png_display_width(data: bytes) -> int | None:
+    """CSS pixels a PNG should take so that it shows at its physical size (``width_px * 96 / dpi``, from the
+    IHDR and pHYs chunks); None when it has no resolution in metres or is at most 96 dpi (never upscaled)."""
+    if not data.startswith(b"\x89PNG\r\n\x1a\n") or len(data) < 24:
+        return None
+    width = struct.unpack(">I", data[16:20])[0]
+    pos = 8
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        if kind == b"pHYs" and length == 9:
+            ppm_x, _ppm_y, unit = struct.unpack(">IIB", data[pos + 8 : pos + 17])
+            dpi = ppm_x * 0.0254
+            return round(width * 96 / dpi) if unit == 1 and dpi > 96 else None
+        if kind in (b"IDAT", b"IEND"):
+            return None
+        pos += 12 + length
+    return None
 
 
 def _data_uri(owner_section: str, fig: Figure) -> str:
@@ -200,6 +220,7 @@ def _context(title: str, manifest: Mapping[str, object], sections: Sequence[Sect
                     "number": n_figures,
                     "caption": fig.caption,
                     "src": _data_uri(sec.title, fig),
+                    "width": png_display_width(Path(fig.path).read_bytes()),
                 }
             )
         rendered.append(
@@ -252,7 +273,9 @@ def render_report(
     Layout: title, table of contents (links to every section anchor), the reading guide, the manifest (a
     definition list; nested values as JSON), then each section as ``<section id=... data-section=...>`` with
     its paragraphs, tables (``Table n: caption``) and figures (``<img alt=caption data-figure=...>`` with a
-    ``data:`` URI; ``Figure n: caption``). All plain text is escaped; ``Table.html`` is trusted.
+    ``data:`` URI and, for a PNG with more than 96 dpi, a ``width`` that shows it at its physical size; ``Figure
+    n: caption``). Table cells never wrap (``white-space: nowrap``; wide tables scroll sideways). All plain text
+    is escaped; ``Table.html`` is trusted.
 
     Args:
         path: the ``.html`` file to write (parent directories are created).

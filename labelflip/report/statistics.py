@@ -15,8 +15,9 @@ Conventions (documented choices):
 
   - all differences exactly 0 (the method equals the baseline on every sample, the paper's "*" cells):
     ``t = 0``, ``p = 1``, ``effect_dz = 0``, difference interval ``[0, 0]``;
-  - all differences equal to the same nonzero constant ``c`` (a deterministic shift): ``t = ±inf``,
-    ``p = 0``, ``effect_dz = ±inf`` (the sign of ``c``), difference interval ``[c, c]``.
+  - all differences equal to the same nonzero constant ``c`` (a deterministic shift): the t-test is undefined
+    (``t = ±inf``, ``effect_dz = ±inf``, the sign of ``c``), so ``p`` is the exact two-sided **sign test**,
+    ``p = 2 * 0.5**N`` (never 0: N = 2 gives 0.5), difference interval ``[c, c]`` (SPEC.md, Evaluation).
 
   Likewise a cell whose samples are all equal gets the point interval ``[mean, mean]``.
 * Holm's step-down correction runs over every test of the table: each non-baseline method times each
@@ -142,8 +143,10 @@ def _paired(method: np.ndarray, baseline: np.ndarray) -> dict[str, float]:
     # Constant differences (or a variance lost to round-off): no sampling noise, a point interval.
     if diff == 0.0:
         t, p, dz = 0.0, 1.0, 0.0
-    else:
-        t, p, dz = math.copysign(math.inf, diff), 0.0, math.copysign(math.inf, diff)
+    else:  # exact two-sided sign test on the nonzero differences (all one sign for a constant shift)
+        pos, neg = int((d > 0).sum()), int((d < 0).sum())
+        p = min(1.0, 2.0 * float(stats.binom.cdf(min(pos, neg), pos + neg, 0.5)))
+        t, dz = math.copysign(math.inf, diff), math.copysign(math.inf, diff)
     return {"diff": diff, "diff_ci_low": diff, "diff_ci_high": diff, "t": t, "p": p, "effect_dz": dz}
 
 
@@ -329,7 +332,8 @@ def compare_methods(
         f"{TOTAL} per sample = sum over the {len(labels)} budget columns, so its mean = the sum of the column means.",
         f"{int(CONFIDENCE * 100)}% t-intervals (ddof=1) of the mean and of the paired difference method - {baseline}.",
         f"test: paired two-sided t-test (scipy.stats.ttest_rel) vs {baseline} on the same N={n} samples; "
-        "all-zero differences give t=0, p=1; a constant nonzero difference gives t=±inf, p=0.",
+        "all-zero differences give t=0, p=1; a constant nonzero difference (t undefined) gets the exact two-sided "
+        f"sign test, p = 2 * 0.5^N = {min(1.0, 2 * 0.5**n):.3g}.",
         f"Holm step-down correction across all {len(family)} tests of the table "
         f"(non-baseline methods x columns incl. {TOTAL}) at alpha={alpha:g}.",
         "effect size: Cohen's d_z = mean(diff) / std(diff, ddof=1) (0 for identical rows, ±inf for a constant shift).",

@@ -4,12 +4,14 @@
 * :class:`FlipTable` (``labelflip attack``'s quick table, no test): Markdown and terminal.
 * Analysis tables: per-label attackability correlations (Table II) and targets vs flips (Fig. 7's numbers).
 
-
 Every cell prints ``mean ± std`` with the **population** std (``ddof=0``, as the paper), rounded to
 ``digits`` decimals (the paper truncates; we round). The best cell of a column (see
 :func:`~labelflip.report.statistics.compare_methods`) is bold, and a ``†`` follows every non-baseline cell
-that differs significantly from the baseline after Holm's correction. The CSV is the full long format:
-one row per (method, column) with every :class:`~labelflip.report.statistics.CellStats` field plus ``best``.
+that differs significantly from the baseline after Holm's correction. Optional renderer arguments: ``eps``
+(the absolute budget of each budget column, printed in the header, with ``n/255`` for L-inf) and ``stars``
+(method -> columns where a subset attack targets every label, ``k = K``, so it *is* the baseline there: marked
+``*`` as in the paper's tables). The CSV is the full long format: one row per (method, column) with every
+:class:`~labelflip.report.statistics.CellStats` field plus ``best``, ``eps`` and ``targets_every_label``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import csv
 import dataclasses
 import html
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from rich.table import Table as RichTable
@@ -32,6 +34,7 @@ __all__ = [
     "FlipTable",
     "attackability_html",
     "attackability_markdown",
+    "eps_text",
     "flip_table",
     "latex_escape",
     "legend",
@@ -44,6 +47,27 @@ __all__ = [
 ]
 
 DAGGER = "†"
+STAR = "*"
+Stars = Mapping[str, Collection[str]] | None
+Budgets = Sequence[float] | None
+
+
+def eps_text(eps: float, norm: str = "linf") -> str:
+    """An absolute budget as printed in headers: ``"0.0445 = 11.4/255"`` (L-inf) or ``"0.5"`` (L2)."""
+    return f"{eps:.4g}" + (f" = {eps * 255:.3g}/255" if norm == "linf" else "")
+
+
+def _headers(table: StudyTable, eps: Sequence[float] | None, norm: str) -> list[tuple[str, str]]:
+    """``(column, second line)`` per column: the absolute eps of a budget column, the meaning of Total."""
+    cols = table.columns[:-1]
+    if eps is not None and (isinstance(eps, str) or len(eps) != len(cols)):
+        raise fail("table renderer", "eps", f"{len(cols)} budgets (one per budget column)", eps)
+    subs = [f"eps {eps_text(float(e), norm)}" for e in eps] if eps is not None else [""] * len(cols)
+    return [*zip(cols, subs, strict=True), (table.columns[-1], "sum over budgets")]
+
+
+def _starred(stars: Stars, method: str, column: str) -> bool:
+    return bool(stars) and column in stars.get(method, ())
 
 
 def _check(owner: str, table: StudyTable, digits: int | None = None) -> None:
@@ -53,14 +77,23 @@ def _check(owner: str, table: StudyTable, digits: int | None = None) -> None:
         check_int(owner, "digits", digits, low=0, fix="pass the number of decimals, e.g. digits=2.")
 
 
-def legend(table: StudyTable) -> str:
-    """One plain-text line explaining the cells, the test, the correction and the markers."""
-    return (
+def legend(table: StudyTable, stars: Stars = None) -> str:
+    """One plain-text paragraph explaining the cells, Total, the test, the correction and the markers."""
+    text = (
         "mean ± std over paired samples; std is the population std (ddof=0, as the paper). "
-        f"Test = paired two-sided t-test vs {table.baseline}, Holm-corrected across the table "
+        f"{table.columns[-1]} = the per-sample sum of flips over the budget columns (its mean is the sum of the "
+        "column means; a summary over budgets, not a budget). "
+        f"Test = paired two-sided t-test vs {table.baseline} (a constant nonzero difference: exact sign test, "
+        "p = 2·0.5^N), Holm-corrected across the table "
         f"at alpha = {table.alpha:g}. {DAGGER} = significantly different from {table.baseline}; "
         "bold = best mean of the column where significant."
     )
+    if stars and any(stars.values()):
+        text += (
+            f" {STAR} = the subset attack targets every label at this budget (k = K), so it is exactly "
+            f"{table.baseline} there and its cell equals {table.baseline}'s (the paper's *)."
+        )
+    return text
 
 
 def _number(x: float, digits: int) -> str:
@@ -77,10 +110,13 @@ def _marked(table: StudyTable, method: str, column: str) -> tuple[CellStats, boo
     return cell, table.best.get(column) == method, method != table.baseline and cell.significant
 
 
-def to_markdown(table: StudyTable, digits: int = 2) -> str:
+def to_markdown(
+    table: StudyTable, digits: int = 2, *, eps: Budgets = None, norm: str = "linf", stars: Stars = None
+) -> str:
     """A GitHub-flavoured Markdown table (``| method | 5% | ... | Total |``) with the legend below it.
 
-    The title, when set, is the first line; ``|`` in names is escaped as ``\\|``.
+    The title, when set, is the first line; ``|`` in names is escaped as ``\\|``. With ``eps`` the budget
+    headers read ``5% (eps 0.0111 = 2.84/255)``; ``stars`` marks cells with ``*`` (see the module docstring).
     """
     _check("to_markdown", table, digits)
 
@@ -88,7 +124,8 @@ def to_markdown(table: StudyTable, digits: int = 2) -> str:
         return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
     lines = [f"**{esc(table.title)}**", ""] if table.title else []
-    lines.append("| method | " + " | ".join(esc(c) for c in table.columns) + " |")
+    heads = [esc(c) + (f" ({sub})" if sub and eps is not None else "") for c, sub in _headers(table, eps, norm)]
+    lines.append("| method | " + " | ".join(heads) + " |")
     lines.append("|---" + "|---:" * len(table.columns) + "|")
     for m in table.methods:
         parts = []
@@ -96,14 +133,15 @@ def to_markdown(table: StudyTable, digits: int = 2) -> str:
             cell, best, sig = _marked(table, m, col)
             text = _cell_text(cell, digits)
             text = f"**{text}**" if best else text
-            parts.append(text + (DAGGER if sig else ""))
+            parts.append(text + (DAGGER if sig else "") + (STAR if _starred(stars, m, col) else ""))
         lines.append(f"| {esc(m)} | " + " | ".join(parts) + " |")
-    lines += ["", legend(table)]
+    lines += ["", legend(table, stars)]
     return "\n".join(lines) + "\n"
 
 
-def to_csv(table: StudyTable) -> str:
-    """Long-format CSV: one row per (method, column), every CellStats field plus ``best`` (True/False).
+def to_csv(table: StudyTable, *, eps: Sequence[float] | None = None, stars: Stars = None) -> str:
+    """Long-format CSV: one row per (method, column), every CellStats field plus ``best`` (True/False),
+    ``eps`` (the absolute budget; empty for Total or when not given) and ``targets_every_label`` (the ``*``).
 
     Floats are written with ``repr`` (full precision, ``inf``/``nan`` as such), ``None`` as an empty field,
     so ``float()`` on a non-empty field gives back the exact number.
@@ -111,8 +149,9 @@ def to_csv(table: StudyTable) -> str:
     _check("to_csv", table)
     names = [f.name for f in dataclasses.fields(CellStats)]
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=[*names, "best"], lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=[*names, "best", "eps", "targets_every_label"], lineterminator="\n")
     writer.writeheader()
+    col_eps = dict(zip(table.columns[:-1], eps, strict=True)) if eps is not None else {}
     for m in table.methods:
         for col in table.columns:
             cell, best, _ = _marked(table, m, col)
@@ -121,6 +160,8 @@ def to_csv(table: StudyTable) -> str:
                 value = getattr(cell, name)
                 row[name] = "" if value is None else repr(value) if isinstance(value, float) else str(value)
             row["best"] = str(best)
+            row["eps"] = repr(float(col_eps[col])) if col in col_eps else ""
+            row["targets_every_label"] = str(_starred(stars, m, col))
             writer.writerow(row)
     return buf.getvalue()
 
@@ -156,19 +197,25 @@ def latex_escape(text: str) -> str:
     return "".join(_LATEX_CHARS.get(ch, ch) for ch in text)
 
 
-def to_latex(table: StudyTable, digits: int = 2) -> str:
+def to_latex(
+    table: StudyTable, digits: int = 2, *, eps: Budgets = None, norm: str = "linf", stars: Stars = None
+) -> str:
     """A booktabs ``tabular`` (needs only ``\\usepackage{booktabs}``), title and legend as ``%`` comments.
 
-    Cells are ``mean $\\pm$ std``; the best cell is ``\\textbf{...}``, a significant one gets ``$^\\dagger$``.
+    Cells are ``mean $\\pm$ std``; the best cell is ``\\textbf{...}``, a significant one gets ``$^\\dagger$``,
+    a ``stars`` cell ``$^*$``. With ``eps`` a second header row gives each budget column's absolute eps.
     """
     _check("to_latex", table, digits)
     lines = []
     if table.title:
         lines.append("% " + table.title.replace("\n", " "))
-    lines.append("% " + legend(table).replace(DAGGER, "dagger").replace("±", "+/-"))
+    lines.append("% " + legend(table, stars).replace(DAGGER, "dagger").replace("±", "+/-"))
     lines.append(r"\begin{tabular}{l" + "r" * len(table.columns) + "}")
     lines.append(r"\toprule")
     lines.append("Method & " + " & ".join(latex_escape(c) for c in table.columns) + r" \\")
+    if eps is not None:
+        subs = [latex_escape(sub.removeprefix("eps ")) for _, sub in _headers(table, eps, norm)]
+        lines.append(r"$\varepsilon$ & " + " & ".join(subs) + r" \\")
     lines.append(r"\midrule")
     for m in table.methods:
         parts = []
@@ -176,24 +223,32 @@ def to_latex(table: StudyTable, digits: int = 2) -> str:
             cell, best, sig = _marked(table, m, col)
             text = f"{_number(cell.mean, digits)} $\\pm$ {_number(cell.std_pop, digits)}"
             text = f"\\textbf{{{text}}}" if best else text
-            parts.append(text + ("$^\\dagger$" if sig else ""))
+            parts.append(text + ("$^\\dagger$" if sig else "") + ("$^*$" if _starred(stars, m, col) else ""))
         lines.append(latex_escape(m) + " & " + " & ".join(parts) + r" \\")
     lines.append(r"\bottomrule")
     lines.append(r"\end{tabular}")
     return "\n".join(lines) + "\n"
 
 
-def to_html(table: StudyTable, digits: int = 2) -> str:
+def to_html(table: StudyTable, digits: int = 2, *, eps: Budgets = None, norm: str = "linf", stars: Stars = None) -> str:
     """An HTML ``<table>`` with a ``<caption>`` (title, or a default) and the legend in ``<tfoot>``.
 
     All text is escaped with :func:`html.escape`; the best cell is ``<strong>``, the significance marker is
-    ``<span class="sig">†</span>``.
+    ``<span class="sig">†</span>``, the ``k = K`` marker ``<span class="star">*</span>``. Headers carry a
+    smaller lines (``<span class="sub">``): the absolute eps and its ``n/255`` (with ``eps``) and, for Total,
+    what it sums. The report's style sheet keeps every cell on one line (``white-space: nowrap``).
     """
     _check("to_html", table, digits)
     e = html.escape
     caption = table.title or f"Flips per sample: mean ± std (vs {table.baseline})"
     lines = ['<table class="labelflip-study">', f"<caption>{e(caption)}</caption>", "<thead>"]
-    lines.append("<tr><th>method</th>" + "".join(f"<th>{e(c)}</th>" for c in table.columns) + "</tr>")
+
+    def th(parts: Sequence[str]) -> str:
+        return "<th>" + "<br>".join([e(parts[0]), *(f'<span class="sub">{e(p)}</span>' for p in parts[1:])]) + "</th>"
+
+    first = ["method", *(["eps", "n/255"][: 2 if norm == "linf" else 1] if eps is not None else [])]
+    heads = [th([c, *[p for p in sub.removeprefix("eps ").split(" = ") if p]]) for c, sub in _headers(table, eps, norm)]
+    lines.append("<tr>" + th(first) + "".join(heads) + "</tr>")
     lines += ["</thead>", "<tbody>"]
     for m in table.methods:
         parts = []
@@ -202,10 +257,11 @@ def to_html(table: StudyTable, digits: int = 2) -> str:
             text = e(_cell_text(cell, digits))
             text = f"<strong>{text}</strong>" if best else text
             marker = f'<span class="sig">{DAGGER}</span>' if sig else ""
+            marker += f'<span class="star">{STAR}</span>' if _starred(stars, m, col) else ""
             parts.append(f"<td>{text}{marker}</td>")
         lines.append(f'<tr><th scope="row">{e(m)}</th>' + "".join(parts) + "</tr>")
     lines += ["</tbody>", "<tfoot>"]
-    lines.append(f'<tr><td colspan="{len(table.columns) + 1}">{e(legend(table))}</td></tr>')
+    lines.append(f'<tr><td class="legend" colspan="{len(table.columns) + 1}">{e(legend(table, stars))}</td></tr>')
     lines += ["</tfoot>", "</table>"]
     return "\n".join(lines) + "\n"
 

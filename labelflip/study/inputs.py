@@ -3,12 +3,15 @@
 * :func:`select_samples`: the one sample selector (the first ``count`` of a seeded permutation; no global RNG).
   With sample seed ``s``, evaluation samples use ``s``, the flip-profile probe ``s + 1`` and the correlation
   probe ``s + 2`` (:data:`PROFILE_SEED_OFFSET`, :data:`CORRELATION_SEED_OFFSET`), so ``labelflip profile`` and a
-  study measure the same profile for the same model, samples and seed.
+  study measure the same profile for the same model, samples and seed. Probes always draw from the validation
+  split; when the evaluation samples come from it too (``split: val``), the probes skip them (``exclude``): the
+  profile, correlation and held-out samples are disjoint from the evaluation samples (SPEC.md, Evaluation).
 * :func:`measure_profile` / :func:`measure_correlations_for` / :func:`measure_attackability`: the analyses on
   the dataset's splits with those conventions.
 * :func:`stored_or_computed`: an artefact from a cache (the study store), or computed once and put there.
 * :func:`load_model`: a registered model name, or a user factory (``module:callable`` / ``file.py:callable``)
-  with optional safetensors weights.
+  with optional safetensors weights; its fingerprint covers the loaded weights and the wrapper's options
+  (:func:`fingerprint_model`), so a resumed study refuses a changed model whatever its kind.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -24,38 +28,76 @@ import torch
 from torch import Tensor, nn
 
 from labelflip._validation import fail
-from labelflip.analysis import Artefact, Attackability, Correlations, Profile, label_attackability, probe_profile
+from labelflip.analysis import (
+    DEFAULT_MAX_STEPS,
+    Artefact,
+    Attackability,
+    Correlations,
+    Profile,
+    label_attackability,
+    probe_profile,
+)
 from labelflip.analysis import measure_correlations as _measure_correlations
+from labelflip.attacks import MIFGSM, SubsetAttack, parse_attack
 from labelflip.data import DatasetSplits, MultiLabelData
 from labelflip.models import MultiLabelModel, create_model
 
 __all__ = [
     "CORRELATION_SEED_OFFSET",
+    "ENGINE_DEFAULTS",
     "PROFILE_SEED_OFFSET",
     "ArtefactCache",
     "Progress",
+    "check_correlations",
+    "check_output_path",
+    "engine_options",
+    "fingerprint_model",
     "import_factory",
     "load_model",
     "measure_attackability",
     "measure_correlations_for",
     "measure_profile",
+    "probe_indices",
     "select_samples",
     "stored_or_computed",
 ]
 
 PROFILE_SEED_OFFSET = 1
 CORRELATION_SEED_OFFSET = 2
+ENGINE_DEFAULTS: dict[str, Any] = {"bce_formulation": "stable", "clip": "final", "l2_mode": "project"}
+"""The MI-FGSM settings a study's ``attack`` section (or a preset) may change, at their defaults."""
 Progress = Callable[[str, int, int], None]
 A = TypeVar("A", bound=Artefact)
 
 
 def select_samples(
-    split: MultiLabelData, count: int, seed: int, *, owner: str = "study spec", param: str = "samples.count"
+    split: MultiLabelData,
+    count: int,
+    seed: int,
+    *,
+    owner: str = "study spec",
+    param: str = "samples.count",
+    exclude: Tensor | None = None,
 ) -> Tensor:
-    """Dataset indices ``(count,)``: the first ``count`` entries of a permutation of the split seeded by ``seed``."""
-    if count > len(split):
-        raise fail(owner, param, f"at most the split size {len(split)}", count)
-    return torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:count]
+    """Dataset indices ``(count,)``: the first ``count`` entries of a permutation of the split seeded by ``seed``,
+    skipping the indices in ``exclude`` (e.g. the evaluation samples when probes come from the same split)."""
+    perm = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))
+    if exclude is not None and exclude.numel() > 0:
+        perm = perm[~torch.isin(perm, exclude.to(perm.dtype))]
+    if count > perm.numel():
+        extra = f" minus the {len(split) - perm.numel()} evaluation samples" if perm.numel() < len(split) else ""
+        raise fail(owner, param, f"at most the split size {len(split)}{extra} = {perm.numel()}", count)
+    return perm[:count]
+
+
+def probe_indices(
+    data: DatasetSplits, samples: int, seed: int, *, exclude: Tensor | None = None, owner: str = "study spec"
+) -> Tensor:
+    """Validation indices of the flip-profile probe for sample seed ``seed`` (also the held-out samples of
+    ``class-auto``'s gamma search)."""
+    return select_samples(
+        data.val, samples, seed + PROFILE_SEED_OFFSET, owner=owner, param="profile.samples", exclude=exclude
+    )
 
 
 class ArtefactCache(Protocol):
@@ -76,6 +118,60 @@ def stored_or_computed(cache: ArtefactCache, model: str, kind: str, cls: type[A]
     return value
 
 
+def check_correlations(
+    corr: Correlations, *, owner: str, name: str, num_labels: int, fingerprint: str | None = None
+) -> Correlations:
+    """A loaded correlation artefact against the model it is used with: its K and, when both are known, its
+    fingerprint (errors name the artefact ``name`` and the fix)."""
+    fix = "measure this model's correlations (`labelflip correlations --model ...`), or load the matching file."
+    if corr.num_labels != num_labels:
+        raise fail(owner, name, f"correlations of a model with K = {num_labels} labels", f"K = {corr.num_labels}", fix)
+    if fingerprint is not None and corr.model_fingerprint is not None and corr.model_fingerprint != fingerprint:
+        raise fail(
+            owner, name, f"correlations of this model ({fingerprint})", f"of model {corr.model_fingerprint}", fix
+        )
+    return corr
+
+
+def check_output_path(path: str | Path, *, owner: str, param: str, directory: bool = False) -> Path:
+    """Check before any work that ``path`` (a file, or a ``directory``) can be written: it is not the wrong kind
+    of thing, and its nearest existing ancestor is a writable directory (missing parents are created later).
+    The error says which path and why."""
+    path = Path(path)
+    kind = "directory" if directory else "file"
+    if path.exists():
+        if directory and not path.is_dir():
+            raise fail(
+                owner, param, "a directory (or a path to create one)", str(path), "it is a file; choose another."
+            )
+        if not directory and path.is_dir():
+            raise fail(owner, param, "a file path", str(path), "it is a directory; name a file inside it.")
+        if not os.access(path, os.W_OK):
+            raise fail(owner, param, f"a writable {kind}", str(path), "it is read-only; choose another path.")
+        return path
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise fail(owner, param, f"a {kind} path under a directory", str(path), f"{parent} is a file, not a directory.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise fail(
+            owner, param, f"a {kind} in a writable directory", str(path), f"{parent} is read-only; choose another path."
+        )
+    return path
+
+
+def engine_options(method: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The MI-FGSM ``settings`` (a study's ``attack`` section, a preset) that differ from :data:`ENGINE_DEFAULTS`,
+    for a method built on the MI-FGSM engine (MI-FGSM, SLAM, the subset attacks); other methods (the minimum-norm
+    baselines) take none. Defaults are never passed, so the default configuration builds attacks exactly as
+    before the settings existed."""
+    cls = parse_attack(method).entry.factory
+    if not (isinstance(cls, type) and issubclass(cls, (MIFGSM, SubsetAttack))):
+        return {}
+    return {k: v for k, v in settings.items() if k in ENGINE_DEFAULTS and v != ENGINE_DEFAULTS[k]}
+
+
 def _phase(progress: Progress | None, label: str) -> Callable[[int, int], None] | None:
     return None if progress is None else (lambda done, total: progress(label, done, total))
 
@@ -90,12 +186,16 @@ def measure_profile(
     order: int = 4,
     curve: str = "max",
     norm: str = "linf",
+    max_steps: int = DEFAULT_MAX_STEPS,
+    min_points: int | None = None,
+    engine: Mapping[str, Any] | None = None,
     fingerprint: str | None = None,
+    exclude: Tensor | None = None,
     owner: str = "study spec",
 ) -> Profile:
-    """The flip profile probed on ``samples`` validation images selected with seed ``seed + 1``."""
-    probe_seed = seed + PROFILE_SEED_OFFSET
-    idx = select_samples(data.val, samples, probe_seed, owner=owner, param="profile.samples")
+    """The flip profile probed on ``samples`` validation images selected with seed ``seed + 1`` (skipping
+    ``exclude``); ``engine``: MI-FGSM settings of the probe (e.g. the ``paper`` preset's)."""
+    idx = probe_indices(data, samples, seed, exclude=exclude, owner=owner)
     return probe_profile(
         model,
         data.val.x[idx],
@@ -103,8 +203,11 @@ def measure_profile(
         order=order,
         curve=curve,  # type: ignore[arg-type]
         norm=norm,  # type: ignore[arg-type]
+        max_steps=max_steps,
+        min_points=min_points,
+        engine=engine,
         model_fingerprint=fingerprint,
-        seed=probe_seed,
+        seed=seed + PROFILE_SEED_OFFSET,
     )
 
 
@@ -119,12 +222,13 @@ def measure_correlations_for(
     fingerprint: str | None = None,
     progress: Progress | None = None,
     label: str = "correlations",
+    exclude: Tensor | None = None,
     owner: str = "study spec",
 ) -> Correlations:
     """The flip-up matrix (and optionally the measured flip-down matrix) on ``samples`` validation images
-    selected with seed ``seed + 2``."""
+    selected with seed ``seed + 2`` (skipping ``exclude``)."""
     probe_seed = seed + CORRELATION_SEED_OFFSET
-    idx = select_samples(data.val, samples, probe_seed, owner=owner, param="correlations.samples")
+    idx = select_samples(data.val, samples, probe_seed, owner=owner, param="correlations.samples", exclude=exclude)
     return _measure_correlations(
         model,
         data.val.x[idx],
@@ -183,6 +287,21 @@ def import_factory(ref: str, *, owner: str = "study spec", param: str = "models.
         raise fail(owner, param, "an importable callable", ref, f"{type(exc).__name__}: {exc}") from exc
 
 
+def fingerprint_model(model: MultiLabelModel, base: str = "") -> str:
+    """``base`` + a sha256 (16 hex) of what decides the model's outputs: every ``state_dict`` tensor (name, dtype,
+    shape and bytes, in key order) and the wrapper's options (bounds, mean/std, thresholds, output kind)."""
+    h = hashlib.sha256()
+    for key, value in model.module.state_dict().items():
+        t = value.detach().cpu().contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    norm = (model.mean.tolist(), model.std.tolist()) if model._normalise else None
+    options = [model.bounds, norm, model.threshold.tolist(), model.output_kind, model.num_labels]
+    h.update(repr(options).encode())
+    digest = h.hexdigest()[:16]
+    return f"{base}#{digest}" if base else digest
+
+
 def load_model(
     name: str,
     data: DatasetSplits,
@@ -195,7 +314,8 @@ def load_model(
     progress: Progress | None = None,
 ) -> tuple[MultiLabelModel, str, dict[str, float]]:
     """A wrapped model, its fingerprint and known quality metrics: a registered model (trained if needed) or a
-    user factory (+ safetensors weights)."""
+    user factory (+ safetensors weights). The fingerprint is the model's name (built-in: its config/code
+    fingerprint; factory: the import string) plus :func:`fingerprint_model` of the loaded weights and wrapper."""
     if factory is None:
 
         def on_epoch(info: dict[str, Any]) -> None:
@@ -203,11 +323,11 @@ def load_model(
                 progress(f"{name} training", int(info["epoch"]), int(info["epochs"]))
 
         built = create_model(name, data=data, progress=on_epoch)
-        return MultiLabelModel(built.module, threshold=threshold), built.fingerprint, dict(built.metrics)
+        wrapped = MultiLabelModel(built.module, threshold=threshold)
+        return wrapped, fingerprint_model(wrapped, built.fingerprint), dict(built.metrics)
     module = import_factory(factory)()
     if not isinstance(module, nn.Module):
         raise fail("study spec", "models.factory", "a callable returning an nn.Module", type(module).__name__)
-    fingerprint = f"factory:{factory}"
     if weights is not None:
         from safetensors.torch import load_file
 
@@ -215,5 +335,5 @@ def load_model(
         if not path.is_file():
             raise fail("study spec", "models.weights", "an existing .safetensors file", str(path))
         module.load_state_dict(load_file(str(path)))
-        fingerprint += ":" + hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-    return MultiLabelModel(module, mean=mean, std=std, threshold=threshold), fingerprint, {}
+    wrapped = MultiLabelModel(module, mean=mean, std=std, threshold=threshold)
+    return wrapped, fingerprint_model(wrapped, f"factory:{factory}"), {}

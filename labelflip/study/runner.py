@@ -32,23 +32,26 @@ import torch
 from torch import Tensor
 
 from labelflip._version import __version__
-from labelflip.analysis import Attackability, Correlations, Profile
+from labelflip.analysis import Attackability, Correlations, Profile, check_profile
 from labelflip.attacks import AttackResult, attack_info, create_attack
 from labelflip.data import DatasetSplits, cooccurrence_matrix, create_dataset
 from labelflip.models import MultiLabelModel
 from labelflip.study.inputs import (
     Progress,
+    check_output_path,
+    engine_options,
     load_model,
     measure_attackability,
     measure_correlations_for,
     measure_profile,
+    probe_indices,
     select_samples,
     stored_or_computed,
 )
 from labelflip.study.lock import study_lock
 from labelflip.study.plan import WorkUnit, plan_units, shard
 from labelflip.study.spec import StudySpec
-from labelflip.study.store import ResultRow, ResultsStore, encode_array
+from labelflip.study.store import ResultRow, ResultsStore, encode_array, engine_hash
 
 __all__ = ["PreparedModel", "StudyContext", "run_study", "study_dataset"]
 
@@ -66,6 +69,7 @@ class PreparedModel:
     correlations: Correlations | None
     attackability: Attackability | None
     budgets: list[float]
+    heldout: Tensor | None = None
 
 
 @dataclass
@@ -107,6 +111,11 @@ def _runtime(models: dict[str, PreparedModel]) -> dict[str, Any]:
     }
 
 
+def _provenance() -> dict[str, Any]:
+    return {"labelflip_version": __version__, "git_hash": _git_hash(), "torch_version": torch.__version__,
+            "engine_hash": engine_hash()}  # fmt: skip
+
+
 def _manifest(spec: StudySpec, runtime: dict[str, Any]) -> dict[str, Any]:
     return {
         "study": spec.name,
@@ -114,6 +123,7 @@ def _manifest(spec: StudySpec, runtime: dict[str, Any]) -> dict[str, Any]:
         "labelflip_version": __version__,
         "git_hash": _git_hash(),
         "torch_version": torch.__version__,
+        "engine_hash": engine_hash(),
         "numpy_version": np.__version__,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
@@ -130,8 +140,14 @@ def _budgets(spec: StudySpec, profile: Profile) -> list[float]:
 
 
 def _prepare_model(
-    store: ResultsStore, spec: StudySpec, entry: Any, data: DatasetSplits, progress: Progress | None
+    store: ResultsStore,
+    spec: StudySpec,
+    entry: Any,
+    data: DatasetSplits,
+    progress: Progress | None,
+    exclude: Tensor | None = None,
 ) -> PreparedModel:
+    """Load a model and its artefacts; ``exclude``: evaluation indices the validation probes must skip."""
     name = entry.name
     model, fp, metrics = load_model(
         name,
@@ -160,9 +176,25 @@ def _prepare_model(
             order=p["order"],
             curve=p["curve"],
             norm=spec.norm,
+            max_steps=p["max_steps"],
+            min_points=p["min_points"],
+            engine=engine_options("bce", spec.attack),
             fingerprint=fp,
+            exclude=exclude,
         ),
     )
+    profile = check_profile(
+        profile,
+        owner="study spec",
+        name=f"profile of {name}",
+        num_labels=len(data.label_names),
+        norm=spec.norm,
+        fingerprint=fp,
+        allow_capped=p["allow_capped"],
+    )
+    heldout = None
+    if any("heldout" in attack_info(m)["requires"] for m in spec.methods):
+        heldout = data.val.x[probe_indices(data, p["samples"], seed, exclude=exclude)]
     corr = None
     if any("correlations" in attack_info(m)["requires"] for m in spec.methods):
         c = spec.correlations
@@ -180,6 +212,7 @@ def _prepare_model(
                 fingerprint=fp,
                 progress=progress,
                 label=f"{name} correlations",
+                exclude=exclude,
             ),
         )
     att = None
@@ -215,7 +248,7 @@ def _prepare_model(
             "dtype": str(model.dtype).replace("torch.", ""),
         },
     )
-    return PreparedModel(model, fp, metrics, profile, corr, att, budgets)
+    return PreparedModel(model, fp, metrics, profile, corr, att, budgets, heldout)
 
 
 def _examples_method(spec: StudySpec) -> str:
@@ -227,16 +260,18 @@ def run_study(spec: StudySpec, *, progress: Progress | None = None, rank: int = 
 
     Raises LabelflipError when the output directory holds a study with a different config or model.
     """
-    out = Path(spec.output)
+    out = check_output_path(spec.output, owner="study spec", param="output (--out)", directory=True)
     out.mkdir(parents=True, exist_ok=True)
     with study_lock(out):
+        with ResultsStore(out / "results.sqlite") as store:  # before any work: refuse another study, reuse a failed
+            store.claim(spec.config_hash(), _provenance())  # run's empty directory, warn on a version change
         data = study_dataset(spec)
         split = getattr(data, spec.dataset["split"])
         idx = select_samples(split, spec.samples["count"], spec.samples["seed"])
         x = split.x[idx]
         with ResultsStore(out / "results.sqlite") as store:
-            store.check_config(spec.config_hash())
-            prepared = {entry.name: _prepare_model(store, spec, entry, data, progress) for entry in spec.models}
+            exclude = idx if spec.dataset["split"] == "val" else None  # probes disjoint from evaluation samples
+            prepared = {e.name: _prepare_model(store, spec, e, data, progress, exclude) for e in spec.models}
             store.init_manifest(_manifest(spec, _runtime(prepared)), spec.config_hash())
             store.put_artefact(
                 "",
@@ -280,8 +315,10 @@ def _execute(store: ResultsStore, spec: StudySpec, unit: WorkUnit, pm: PreparedM
         profile=pm.profile,
         correlations=pm.correlations,
         seed=unit.seed,
+        heldout=pm.heldout,
         norm=spec.norm,
         return_adv=keep,
+        **engine_options(unit.method, spec.attack),
     )
     t0 = time.perf_counter()
     res: AttackResult = attack(x[unit.start : unit.stop], pm.budgets, sample_ids=idx[unit.start : unit.stop])
@@ -309,6 +346,9 @@ def _execute(store: ResultsStore, spec: StudySpec, unit: WorkUnit, pm: PreparedM
         for i, s in enumerate(unit.samples)
     ]
     artefacts = {}
+    if "gamma" in res.extra:  # class-auto: the gamma chosen on the held-out samples, for the table caption
+        totals = {f"{g:g}": t for g, t in res.extra.get("gamma_totals", {}).items()}
+        artefacts[(unit.model, f"gamma:{unit.method}")] = {"gamma": res.extra["gamma"], "totals": totals}
     if keep and res.x_adv is not None:
         m = min(n_examples, unit.stop)
         artefacts[(unit.model, "examples")] = {

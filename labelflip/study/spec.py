@@ -18,9 +18,16 @@ Precedence: command-line overrides > the YAML file > defaults. Example::
     methods: [bce, linear, slam, random, "class:0", "class:0.5", "class:1"]
     baseline: bce
     seeds: [0]                                    # seeds of stochastic methods (random subsets)
-    profile: {samples: 100, interval: 10, order: 4, curve: max}
+    profile: {samples: 100, interval: 10, order: 4, curve: max, max_steps: 2000}   # cap in MI-FGSM steps
     correlations: {samples: 100, eps: 0.005}
+    attack: {bce_formulation: stable, clip: final, l2_mode: project}   # MI-FGSM settings of every method
+    preset: paper                                 # optional: the authors' behaviour (labelflip.study.presets)
     attackability: {per_label: 100, eps: 0.01, images: 2000}   # Table II on training images; 0 = skip
+
+A **preset** (``preset: paper``) sits between the defaults and the file: it sets ``profile.curve``, the ``attack``
+settings and renames ``class`` methods to ``class-raw`` (:mod:`labelflip.study.presets` lists exactly what it
+changes); the file and the command line still override single settings. A profile that stopped at its cap
+(``profile.max_steps``) is refused unless ``profile.allow_capped: true``.
 
 The **config hash** covers everything that changes results (everything but the name, the output directory
 and the report options; the chunk size defines the units of work and their batches, so it is included): a
@@ -32,6 +39,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,9 +47,10 @@ from typing import Any
 
 from labelflip._registry import Spec
 from labelflip._validation import LabelflipError, did_you_mean, fail
-from labelflip.analysis import PAPER_FRACTIONS
+from labelflip.analysis import DEFAULT_MAX_STEPS, PAPER_FRACTIONS
 from labelflip.attacks import parse_attack
 from labelflip.data import DATASETS, list_datasets
+from labelflip.study.presets import chosen_preset, preset_methods, with_preset
 
 __all__ = ["DEFAULTS", "DEMO_SPEC", "ModelEntry", "StudySpec", "load_spec", "spec_from_dict"]
 
@@ -56,12 +65,26 @@ DEFAULTS: dict[str, Any] = {
     "methods": ["bce", "linear", "slam", "random", "class:0", "class:0.5", "class:1"],
     "baseline": "bce",
     "seeds": [0],
-    "profile": {"samples": 100, "interval": 10, "order": 4, "curve": "max"},
+    "profile": {
+        "samples": 100,
+        "interval": 10,
+        "order": 4,
+        "curve": "max",
+        "max_steps": DEFAULT_MAX_STEPS,
+        "min_points": None,
+        "allow_capped": False,
+    },
     "correlations": {"samples": 100, "eps": 0.005},
     "attackability": {"per_label": 0, "eps": 0.01, "images": 2000},
     "chunk": 16,
     "report": {"examples": 4},
+    "attack": {"bce_formulation": "stable", "clip": "final", "l2_mode": "project"},
+    "preset": None,
 }
+_HASH_IF_CHANGED = {"preset": None, "attack": DEFAULTS["attack"], "profile.max_steps": DEFAULT_MAX_STEPS}
+"""Settings added after studies were stored: hashed only when they differ from their defaults, so a study stored
+before they existed still resumes (their defaults are the old behaviour)."""
+_NEVER_HASHED = ("profile.allow_capped",)  # whether a capped profile may be used changes no stored row
 DEMO_SPEC = Path(__file__).with_name("demo.yaml")
 """The built-in demo study (both built-in models, the paper's grid, sized for 2 CPU cores)."""
 _NOT_HASHED = ("name", "output", "report")
@@ -99,6 +122,8 @@ class StudySpec:
     attackability: dict[str, Any]
     chunk: int
     report: dict[str, Any] = field(default_factory=dict)
+    attack: dict[str, Any] = field(default_factory=dict)
+    preset: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -108,6 +133,14 @@ class StudySpec:
     def config_hash(self) -> str:
         """sha256 (16 hex) of the canonical JSON of everything that changes results."""
         d = {k: v for k, v in self.to_dict().items() if k not in _NOT_HASHED}
+        d["profile"] = {k: v for k, v in d["profile"].items() if f"profile.{k}" not in _NEVER_HASHED}
+        if d["profile"].get("min_points") is None:
+            d["profile"].pop("min_points", None)
+        for dotted, default in _HASH_IF_CHANGED.items():
+            section, _, key = dotted.partition(".")
+            node = d[section] if key else d
+            if (node.get(key) if key else node.get(section)) == default:
+                node.pop(key or section, None)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
@@ -194,6 +227,8 @@ def _floats(value: Any, param: str, *, positive: bool = False) -> list[float]:
         or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
     ):
         raise fail(_OWNER, param, "a non-empty list of numbers", value)
+    if not all(math.isfinite(v) for v in value):  # YAML's .nan / .inf are floats: refuse them here, by spec key
+        raise fail(_OWNER, param, "finite numbers (no .nan or .inf)", value, "give every budget as a number.")
     if any(v < 0 or (positive and v == 0) for v in value):
         raise fail(_OWNER, param, "positive numbers" if positive else "non-negative numbers", value)
     return [float(v) for v in value]
@@ -235,7 +270,8 @@ def _validate(d: dict[str, Any]) -> StudySpec:
         raise fail(_OWNER, "norm", "'linf' or 'l2'", d["norm"])
     if not isinstance(d["methods"], list) or not d["methods"]:
         raise fail(_OWNER, "methods", "a non-empty list of method specs", d["methods"])
-    parsed = [parse_attack(str(m)) for m in d["methods"]]
+    preset = d.get("preset")
+    parsed = [parse_attack(m) for m in preset_methods(preset, [str(m) for m in d["methods"]])]
     methods = [str(m) for m in parsed]
     if len(set(methods)) != len(methods):
         dup = next(m for m in methods if methods.count(m) > 1)
@@ -265,16 +301,29 @@ def _validate(d: dict[str, Any]) -> StudySpec:
         "interval": integer(prof.get("interval"), "profile.interval", 1),
         "order": integer(prof.get("order"), "profile.order", 1),
         "curve": prof["curve"],
+        "max_steps": integer(prof.get("max_steps"), "profile.max_steps", 1),
+        "min_points": None if prof.get("min_points") is None else integer(prof["min_points"], "profile.min_points", 2),
+        "allow_capped": prof.get("allow_capped"),
     }
+    if profile["max_steps"] < profile["interval"]:
+        raise fail(_OWNER, "profile.max_steps", f"at least profile.interval = {profile['interval']}", prof["max_steps"])
+    if not isinstance(profile["allow_capped"], bool):
+        raise fail(_OWNER, "profile.allow_capped", "true or false", profile["allow_capped"])
+    attack = dict(d["attack"])
+    for key, choices in (("bce_formulation", ("stable", "authors")), ("clip", ("final", "step", "bounds"))):
+        if attack.get(key) not in choices:
+            raise fail(_OWNER, f"attack.{key}", " or ".join(map(repr, choices)), attack.get(key))
+    if attack.get("l2_mode") not in ("project", "paper"):
+        raise fail(_OWNER, "attack.l2_mode", "'project' or 'paper'", attack.get("l2_mode"))
     corr = d["correlations"]
     eps = corr.get("eps")
-    if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not eps > 0:
-        raise fail(_OWNER, "correlations.eps", "a number > 0", eps)
+    if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not 0 < eps < math.inf:
+        raise fail(_OWNER, "correlations.eps", "a finite number > 0", eps)
     correlations = {"samples": integer(corr.get("samples"), "correlations.samples", 1), "eps": float(eps)}
     att = d["attackability"]
     att_eps = att.get("eps")
-    if not isinstance(att_eps, (int, float)) or isinstance(att_eps, bool) or not att_eps > 0:
-        raise fail(_OWNER, "attackability.eps", "a number > 0", att_eps)
+    if not isinstance(att_eps, (int, float)) or isinstance(att_eps, bool) or not 0 < att_eps < math.inf:
+        raise fail(_OWNER, "attackability.eps", "a finite number > 0", att_eps)
     attackability = {
         "per_label": integer(att.get("per_label"), "attackability.per_label", 0),
         "eps": float(att_eps),
@@ -296,6 +345,8 @@ def _validate(d: dict[str, Any]) -> StudySpec:
         attackability=attackability,
         chunk=integer(d["chunk"], "chunk", 1),
         report=dict(d["report"]),
+        attack=attack,
+        preset=preset,
     )
 
 
@@ -308,7 +359,7 @@ def load_spec(
     """Defaults < YAML file < ``overrides`` (top-level keys) < ``sets`` (``"a.b=value"`` strings)."""
     import yaml
 
-    d = copy.deepcopy(DEFAULTS)
+    data: Mapping[str, Any] = {}
     if path is not None:
         path = Path(path)
         if not path.is_file():
@@ -319,6 +370,8 @@ def load_spec(
             raise LabelflipError(f"study spec {path}: not valid YAML ({exc}). Fix the file.") from exc
         if not isinstance(data, Mapping):
             raise fail(_OWNER, "path", "a YAML mapping at the top level", type(data).__name__)
+    d = with_preset(DEFAULTS, chosen_preset(data, overrides, sets))
+    if data:
         d = _merge(d, data)
     if overrides:
         d = _merge(d, {k: v for k, v in overrides.items() if v is not None})
@@ -332,4 +385,4 @@ def load_spec(
 
 def spec_from_dict(data: Mapping[str, Any]) -> StudySpec:
     """A :class:`StudySpec` from :meth:`StudySpec.to_dict` output (e.g. a stored manifest's ``spec``)."""
-    return _validate(_merge(copy.deepcopy(DEFAULTS), data))
+    return _validate(_merge(with_preset(DEFAULTS, chosen_preset(data, None, ())), data))

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import base64
 import csv
+import datetime as _dt
+import functools
 import json
+import logging
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import astuple, dataclass, fields
@@ -22,8 +25,24 @@ from typing import Any
 import numpy as np
 
 from labelflip._validation import LabelflipError, fail
+from labelflip.models.checkpoints import code_hash
 
-__all__ = ["ResultRow", "ResultsStore", "decode_array", "encode_array"]
+__all__ = ["ENGINE_SOURCES", "ResultRow", "ResultsStore", "decode_array", "encode_array", "engine_hash"]
+
+log = logging.getLogger(__name__)
+
+#: The code that produces a study's stored numbers (attacks, losses, analyses, data, the wrapper, sample selection
+#: and planning). Its :func:`engine_hash` is stored in the manifest; resuming under different code is refused.
+ENGINE_SOURCES = ("attacks", "losses", "analysis", "data", "estimate.py", "models/wrapper.py", "study/plan.py")
+PROVENANCE_KEYS = ("labelflip_version", "git_hash", "torch_version", "engine_hash")  # compared on resume
+
+
+@functools.lru_cache(maxsize=1)
+def engine_hash() -> str:
+    """16 hex of the *code* of :data:`ENGINE_SOURCES` (:func:`~labelflip.models.checkpoints.code_hash`: syntax
+    trees without docstrings or comments: editing documentation does not count, changing an operation does)."""
+    return code_hash((*ENGINE_SOURCES, "study/inputs.py"))
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS manifest (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -142,25 +161,106 @@ class ResultsStore:
         if stored is not None and stored != config_hash:
             raise LabelflipError(
                 f"The output directory {self.path.parent} holds a study with a different configuration "
-                f"(config hash {stored} there, {config_hash} now). Refusing to mix results. "
-                "Fix: rerun with the original spec to resume it, or choose another output directory (--out)."
+                f"(config hash {stored} there, {config_hash} now) and {self.count()} stored results. Refusing to "
+                "mix results. Fix: rerun with the original spec to resume it, or choose another output directory "
+                "(--out)."
             )
 
-    def init_manifest(self, manifest: Mapping[str, Any], config_hash: str) -> None:
-        """Create the manifest, or check that a stored study has the same config hash (refuse otherwise)."""
+    def claim(self, config_hash: str, provenance: Mapping[str, Any] | None = None) -> None:
+        """Tie the store to ``config_hash`` before any work (the runner's first step, under the study lock).
+
+        * Same config hash: a resume. If ``provenance`` (labelflip version, git hash, torch version, engine hash)
+          differs from the stored manifest's, a warning is logged and an entry appended to the manifest's
+          ``resumed_with`` list; a different **engine hash** (the code that computes the numbers,
+          :func:`engine_hash`) is refused, since the resumed rows would come from different code. A different
+          version string, git hash or torch version with the same engine code only warns (torch kernels may move
+          the last bits of a float; flips are counted from the same code).
+        * A directory with **no stored results** (a run that failed before its first unit: a typo'd model name, a
+          missing weights file, a bad budget) is reused whatever it holds: the failed run's manifest and
+          artefacts are discarded (a log warning says so) and the new configuration claims it.
+        * Stored results of a different configuration: refused (:meth:`check_config`).
+        """
+        manifest = self.manifest()
+        stored = manifest.get("config_hash")
+        if self.count() == 0:
+            if stored == config_hash:
+                return  # nothing stored yet: no results to mix, whatever ran before
+            if manifest or self._db.execute("SELECT COUNT(*) FROM artefacts").fetchone()[0]:
+                log.warning(
+                    "%s: no results were stored by the previous run (config hash %s); reusing the directory for "
+                    "config %s and discarding that run's manifest and artefacts",
+                    self.path.parent,
+                    stored,
+                    config_hash,
+                )
+            with self._transaction():
+                self._db.execute("DELETE FROM manifest")
+                self._db.execute("DELETE FROM artefacts")
+                self._db.execute("INSERT INTO manifest VALUES (?, ?)", ("config_hash", json.dumps(config_hash)))
+            return
+        if stored is None:
+            raise LabelflipError(
+                f"{self.path} holds {self.count()} results but no configuration hash: it was not written by a "
+                "labelflip study run. Fix: choose another output directory (--out)."
+            )
         self.check_config(config_hash)
-        if "config_hash" in self.manifest():
+        if provenance is not None and "spec" in manifest:
+            self._note_resume(manifest, provenance)
+
+    def _note_resume(self, manifest: Mapping[str, Any], now: Mapping[str, Any]) -> None:
+        """Compare the provenance of a resumed study with the stored one; warn, record, refuse a code change."""
+        changed = {k: (manifest.get(k), now.get(k)) for k in PROVENANCE_KEYS if manifest.get(k) != now.get(k)}
+        if manifest.get("engine_hash") is None:  # a store from before the engine hash: unknown, not a change
+            changed.pop("engine_hash", None)
+        if not changed:
+            return
+        if "engine_hash" in changed:
+            then, current = changed["engine_hash"]
+            raise LabelflipError(
+                f"The study in {self.path.parent} was computed by different labelflip code (engine hash {then}, "
+                f"labelflip {manifest.get('labelflip_version')}, git {manifest.get('git_hash')}; now {current}, "
+                f"labelflip {now.get('labelflip_version')}, git {now.get('git_hash')}): its {self.count()} stored "
+                "results and the ones a resume would add could differ. Refusing to mix them. Fix: resume with the "
+                "labelflip that started it, or rerun the study into another output directory (--out)."
+            )
+        entry = {**{k: now.get(k) for k in PROVENANCE_KEYS}, "at": _dt.datetime.now(_dt.timezone.utc).isoformat()}
+        history = [*manifest.get("resumed_with", []), entry]
+        with self._transaction():
+            self._db.execute("INSERT OR REPLACE INTO manifest VALUES (?, ?)", ("resumed_with", json.dumps(history)))
+        log.warning(
+            "%s: resuming a study started under %s (now %s); same engine code, so the numbers are computed the "
+            "same way; recorded in the manifest's resumed_with",
+            self.path.parent,
+            ", ".join(f"{k} {a}" for k, (a, _) in changed.items()),
+            ", ".join(f"{k} {b}" for k, (_, b) in changed.items()),
+        )
+
+    def init_manifest(self, manifest: Mapping[str, Any], config_hash: str) -> None:
+        """Write the manifest once (at the first run that reaches its units), or check that a stored study has
+        the same config hash (refuse otherwise). Keys already stored (``config_hash``, fingerprints,
+        ``resumed_with``) are kept."""
+        self.check_config(config_hash)
+        stored = self.manifest()
+        if "spec" in stored:
             return
         with self._transaction():
             self._db.executemany(
-                "INSERT INTO manifest VALUES (?, ?)",
-                [(k, json.dumps(v)) for k, v in {**manifest, "config_hash": config_hash}.items()],
+                "INSERT OR REPLACE INTO manifest VALUES (?, ?)",
+                [(k, json.dumps(v)) for k, v in {**manifest, "config_hash": config_hash}.items() if k not in stored],
             )
 
     def check_fingerprint(self, model: str, fingerprint: str | None) -> None:
         """Record a model's fingerprint, or refuse if the stored study used a different model."""
         key = f"fingerprint:{model}"
         row = self._db.execute("SELECT value FROM manifest WHERE key = ?", (key,)).fetchone()
+        (rows,) = self._db.execute("SELECT COUNT(*) FROM results WHERE model = ?", (model,)).fetchone()
+        if row is not None and json.loads(row[0]) != fingerprint and rows == 0:
+            # no stored result of this model: a changed model (fixed weights path, retrained) takes its place
+            log.warning("%s: model %r changed, has no stored results; its artefacts are recomputed", self.path, model)
+            with self._transaction():
+                self._db.execute("DELETE FROM artefacts WHERE model = ?", (model,))
+                self._db.execute("DELETE FROM manifest WHERE key = ?", (key,))
+            row = None
         if row is None:
             with self._transaction():
                 self._db.execute("INSERT INTO manifest VALUES (?, ?)", (key, json.dumps(fingerprint)))

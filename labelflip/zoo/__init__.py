@@ -5,7 +5,9 @@
 CPU) and caching the weights as safetensors under ``cache_dir`` (default: ``$LABELFLIP_CACHE`` or
 ``~/.cache/labelflip``). The cache file is named by the model name and a fingerprint of the data config,
 training config, architecture, labelflip version and the source of the data/zoo modules, so any change
-retrains instead of loading stale weights.
+retrains instead of loading stale weights. Each cached checkpoint carries the sha256 of its weights; an entry that
+is unreadable, has no hash or whose weights no longer match it (flipped bytes) is retrained, with a log warning
+saying why.
 """
 
 from __future__ import annotations
@@ -126,7 +128,7 @@ def load_builtin(
     path = directory / f"{name}-{fp}.safetensors"
     if path.is_file() and not retrain:
         try:
-            module, meta = load_checkpoint(path)
+            module, meta = load_checkpoint(path, require_hash=True)  # flipped bytes: a content-hash mismatch
             if meta.get("fingerprint") == fp:
                 logger.info("loaded %s from %s", name, path)
                 return BuiltinModel(

@@ -306,3 +306,33 @@ def test_report_renders_in_chromium(tmp_path: Path, chromium: str) -> None:
     for name, rgb in COLOURS.items():
         close = np.all(np.abs(pixels - np.asarray(rgb, dtype=pixels.dtype)) < 0.05, axis=-1)
         assert close.sum() >= 0.8 * area, f"the {name} figure was not painted ({int(close.sum())} px of {area})"
+
+
+# ------------------------------------------------------------------------------------------- figure sizes
+
+
+def test_high_dpi_png_shows_at_its_physical_size(tmp_path: Path) -> None:
+    """A 200-dpi PNG gets width = px * 96 / 200 CSS pixels (not blown up to the page width); <= 96 dpi: none."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    from labelflip.report.html import png_display_width
+
+    fig = plt.figure(figsize=(5, 2))
+    fig.savefig(tmp_path / "hi.png", dpi=200)
+    fig.savefig(tmp_path / "lo.png", dpi=72)
+    plt.close(fig)
+    assert png_display_width((tmp_path / "hi.png").read_bytes()) == 480  # 1000 px at 200 dpi
+    assert png_display_width((tmp_path / "lo.png").read_bytes()) is None
+    assert png_display_width(b"not a png") is None
+    path = render_report(
+        tmp_path / "r.html",
+        title="t",
+        manifest={},
+        sections=[Section("A", figures=[Figure("hi", tmp_path / "hi.png"), Figure("lo", tmp_path / "lo.png")])],
+        guide="g",
+    )
+    images = _parse(path.read_text(encoding="utf-8")).images
+    assert [img.get("width") for img in images] == ["480", None]

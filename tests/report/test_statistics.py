@@ -194,7 +194,7 @@ def test_identical_leaders_are_not_marked_best() -> None:
 
 
 def test_tied_significant_leaders_are_not_marked_best() -> None:
-    base = np.array([[5, 6, 7, 8, 9, 10]])
+    base = np.arange(5, 15)[None]  # N = 10: a constant +1 shift has sign-test p = 2 * 0.5**10
     table = compare_methods({"BCE": base, "A": base + 1, "B": base + 1}, ["5%"])
     assert table.cells["A"]["5%"].significant and table.cells["B"]["5%"].significant
     assert table.best["5%"] is None
@@ -206,9 +206,10 @@ def test_deterministic_shift() -> None:
         warnings.simplefilter("error")
         table = compare_methods({"BCE": base, "Up": base + 2, "Down": base - 1}, ["10%"])
     up, down = table.cells["Up"]["10%"], table.cells["Down"]["10%"]
-    assert (up.t, up.p, up.effect_dz, up.diff) == (math.inf, 0.0, math.inf, 2.0)
+    # t is undefined for a constant shift: the exact two-sided sign test, p = 2 * 0.5**N (issue 8), never 0
+    assert (up.t, up.p, up.effect_dz, up.diff) == (math.inf, 2 * 0.5**8, math.inf, 2.0)
     assert (up.diff_ci_low, up.diff_ci_high) == (2.0, 2.0)
-    assert (down.t, down.p, down.effect_dz) == (-math.inf, 0.0, -math.inf)
+    assert (down.t, down.p, down.effect_dz) == (-math.inf, 2 * 0.5**8, -math.inf)
     assert up.significant and down.significant
     assert table.best["10%"] == "Up"
 
@@ -361,8 +362,8 @@ def test_csv_round_trip(table: StudyTable) -> None:
 
 
 def test_latex_escapes_and_balances() -> None:
-    base = np.array([[1, 2, 3, 4], [2, 3, 4, 5]])
-    names = {"BCE": base, "CLASS(γ=0.5)": base + 1, "rand_subset & #1 {x} 50%": base + np.array([[1, 0, 1, 0]] * 2)}
+    base = np.stack([np.arange(1, 11), np.arange(2, 12)])  # N = 10 (constant shifts: sign test, p = 2 * 0.5**N)
+    names = {"BCE": base, "CLASS(γ=0.5)": base + 1, "rand_subset & #1 {x} 50%": base + np.array([[1, 0] * 5] * 2)}
     table = compare_methods(names, ["5%", "100%"])
     tex = to_latex(table)
     assert r"CLASS($\gamma$=0.5)" in tex
@@ -382,7 +383,7 @@ def test_latex_escapes_and_balances() -> None:
 
 
 def test_html_escapes(table: StudyTable) -> None:
-    base = np.array([[1, 2, 3, 4]])
+    base = np.arange(1, 11)[None]
     evil = "<script>alert('x')</script>"
     doc = to_html(compare_methods({"BCE": base, evil: base + 1}, ["5%"], title="A & B"))
     assert "<script>" not in doc

@@ -16,11 +16,22 @@ import numpy as np
 
 from labelflip._validation import fail
 
-__all__ = ["describe", "finite_array", "plt_module", "save_figure", "targets"]
+__all__ = [
+    "DPI",
+    "describe",
+    "eps_per255",
+    "finite_array",
+    "hide_overlapping_ticklabels",
+    "plt_module",
+    "save_figure",
+    "targets",
+]
 
 logger = logging.getLogger(__name__)
 
 _FORMATS = ("png", "svg", "pdf")
+#: Resolution of every PNG labelflip writes (print quality; the SVG companions are vector).
+DPI = 200
 
 
 def plt_module() -> Any:
@@ -70,7 +81,7 @@ def save_figure(fig: Any, targets: list[Path], single: bool) -> Path | list[Path
             fmt = target.suffix.lower().lstrip(".")
             metadata = {"Date": None} if fmt in ("svg", "pdf") else None  # reproducible bytes
             with plt.rc_context({"svg.hashsalt": "labelflip"}):
-                fig.savefig(target, format=fmt, dpi=120, bbox_inches="tight", metadata=metadata)
+                fig.savefig(target, format=fmt, dpi=DPI, bbox_inches="tight", metadata=metadata)
             logger.debug("wrote figure %s", target)
     finally:
         plt.close(fig)
@@ -89,3 +100,36 @@ def finite_array(owner: str, param: str, value: Any, ndim: int, expected: str, f
 
 def describe(arr: np.ndarray) -> str:
     return f"array(shape={arr.shape}, dtype={arr.dtype})"
+
+
+def eps_per255(eps: float) -> str:
+    """An absolute L-inf budget in the unit people quote, e.g. ``0.0314 -> "8/255"``, ``0.0445 -> "11.4/255"``."""
+    return f"{float(eps) * 255:.3g}/255"
+
+
+def hide_overlapping_ticklabels(fig: Any, axis: Any) -> int:
+    """Drop the ticks of ``axis`` (an x or y ``Axis``) whose labels would overlap an earlier kept one.
+
+    Draws the figure once to measure the labels (display pixels), then fixes the kept ticks and their texts
+    (so later draws cannot bring the dropped ones back); returns how many were dropped. A safety net behind
+    the locators, which already aim for well-spaced ticks.
+    """
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    lo, hi = sorted(axis.get_view_interval())
+    tol = 1e-9 * ((hi - lo) or 1.0)
+    kept: list[tuple[float, str]] = []
+    boxes: list[Any] = []
+    dropped = 0
+    for loc, label in zip(axis.get_majorticklocs(), axis.get_majorticklabels(), strict=False):
+        if not (lo - tol <= loc <= hi + tol) or not label.get_visible():
+            continue
+        box = label.get_window_extent(renderer).expanded(1.08, 1.0)
+        if label.get_text() and any(box.overlaps(other) for other in boxes):
+            dropped += 1
+            continue
+        kept.append((float(loc), label.get_text()))
+        boxes.append(box)
+    if dropped:
+        axis.set_ticks([loc for loc, _ in kept], labels=[text for _, text in kept])
+    return dropped

@@ -15,7 +15,47 @@ from labelflip.report.figures._common import describe, finite_array, plt_module,
 
 __all__ = ["plot_adversarial_grid"]
 
-_MAX_LISTED_FLIPS = 12
+_MAX_LISTED_FLIPS = 8
+_WRAP = 40  # characters per line of the text panel
+
+
+def _flips_word(n: int) -> str:
+    return "1 flip" if n == 1 else f"{n} flips"
+
+
+def _label_list(owner: str, param: str, value: Any, m: int) -> list[list[str]] | None:
+    """``None`` or ``m`` lists of label names."""
+    if value is None:
+        return None
+    bad = isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != m
+    bad = bad or any(isinstance(v, (str, bytes)) or not isinstance(v, Sequence) for v in value)
+    if bad:
+        raise fail(owner, param, f"None or {m} lists of label names (one per example)", value, "pass e.g. [['dog']].")
+    return [[str(s) for s in v] for v in value]
+
+
+def _names(labels: list[str], limit: int = 6) -> str:
+    if not labels:
+        return "(none)"
+    shown = ", ".join(labels[:limit])
+    return shown + (f", +{len(labels) - limit} more" if len(labels) > limit else "")
+
+
+def _panel_text(up: list[str], down: list[str], truth: list[str] | None, pred: list[str] | None) -> str:
+    """The text beside one example: ground truth, clean prediction, then the flips (``+`` up, ``−`` down)."""
+    import textwrap
+
+    lines: list[str] = []
+    for head, labels in (("ground truth", truth), ("clean prediction", pred)):
+        if labels is not None:
+            lines += textwrap.wrap(f"{head}: {_names(labels)}", _WRAP, subsequent_indent="  ")
+    for head, sign, labels in (("flipped up", "+", up), ("flipped down", "−", down)):
+        if labels:
+            listed = _names([sign + s for s in labels], _MAX_LISTED_FLIPS)
+            lines += textwrap.wrap(f"{head}: {listed}", _WRAP, subsequent_indent="  ")
+    if not up and not down:
+        lines.append("no flip: prediction unchanged")
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------------- adversarial grid
@@ -37,14 +77,20 @@ def plot_adversarial_grid(
     amplify: float | None = None,
     titles: Sequence[str] | None = None,
     formats: Sequence[str] | None = None,
+    truth: Sequence[Sequence[str]] | None = None,
+    predicted: Sequence[Sequence[str]] | None = None,
+    title: str | None = None,
+    eps_label: str | None = None,
 ) -> Path | list[Path]:
     """Adversarial examples in the style of seed Fig. 1 / 21: one row per example.
 
     Columns: the clean image, the adversarial image, the perturbation ``delta = adv - clean`` shown as
-    ``0.5 + a * delta`` (centred grey = no change, clipped to [0, 1]) and a text panel listing ``+label``
-    (flipped up) and ``−label`` (flipped down). By default ``a = 0.5 / max|delta|`` per example, i.e. the
-    perturbation is stretched to the full range; pass ``amplify`` to use one fixed factor ``a`` for all rows
-    (so rows are comparable).
+    ``0.5 + a * delta`` (centred grey = no change, clipped to [0, 1]) and a text panel: the number of flips
+    ("1 flip", "3 flips", "0 flips" marked as unchanged), ``max|delta|``, the ground truth and the clean
+    prediction when given, and the flipped labels, ``+label`` (flipped up) and ``−label`` (flipped down).
+    What the rows share (method, budget) goes in ``title``, once. By default ``a = 0.5 / max|delta|`` per
+    example, i.e. the perturbation is stretched to the full range; pass ``amplify`` to use one fixed factor
+    ``a`` for all rows (so rows are comparable).
 
     Args:
         clean: ``(M, C, H, W)`` images in [0, 1], ``C`` in {1, 3}.
@@ -52,8 +98,12 @@ def plot_adversarial_grid(
         flipped: per example ``(labels flipped up, labels flipped down)``.
         path: output file (``.png`` / ``.svg``), or the stem when ``formats`` is given.
         amplify: fixed amplification factor ``a > 0`` for the perturbation column.
-        titles: ``(M,)`` row titles (default ``"example i"``).
+        titles: ``(M,)`` short row names (default ``"example i"``), over the clean image.
         formats: write one file per format and return the list of paths.
+        truth: per example the ground-truth label names, or None.
+        predicted: per example the labels predicted on the clean image, or None.
+        title: figure title (what every row shares, e.g. method and budget).
+        eps_label: how to print ``max|delta|`` (default: the number; e.g. pass ``"/255"`` to add ``n/255``).
 
     Returns:
         The written path, or the list of paths when ``formats`` is given.
@@ -90,6 +140,8 @@ def plot_adversarial_grid(
         pairs.append(([str(s) for s in item[0]], [str(s) for s in item[1]]))
     if titles is not None and (isinstance(titles, str) or len(titles) != m):
         raise fail(owner, "titles", f"a sequence of {m} row titles", titles)
+    truth_names = _label_list(owner, "truth", truth, m)
+    pred_names = _label_list(owner, "predicted", predicted, m)
     if amplify is not None and (
         isinstance(amplify, bool)
         or not isinstance(amplify, (int, float))
@@ -100,43 +152,37 @@ def plot_adversarial_grid(
 
     x, xa = np.clip(x, 0.0, 1.0), np.clip(xa, 0.0, 1.0)
     plt = plt_module()
-    fig, axes = plt.subplots(m, 4, figsize=(10.0, 2.5 * m), squeeze=False, gridspec_kw={"width_ratios": [1, 1, 1, 1.1]})
+    fig, axes = plt.subplots(
+        m,
+        4,
+        figsize=(11.0, 2.5 * m + 0.6),
+        squeeze=False,
+        gridspec_kw={"width_ratios": [1, 1, 1, 1.75]},
+        layout="constrained",
+    )
     for i in range(m):
         delta = xa[i] - x[i]
         peak = float(np.abs(delta).max())
         factor = float(amplify) if amplify is not None else (0.5 / peak if peak > 0 else 1.0)
         shown = np.clip(0.5 + factor * delta, 0.0, 1.0)
-        row_title = str(titles[i]) if titles is not None else f"example {i}"
-        panels = [
-            (x[i], f"{row_title}: clean"),
-            (xa[i], "adversarial"),
-            (shown, f"perturbation ×{factor:.3g}"),
-        ]
-        for j, (img, name) in enumerate(panels):
+        name = str(titles[i]) if titles is not None else f"example {i}"
+        panels = [(x[i], f"{name}: clean"), (xa[i], "adversarial"), (shown, f"perturbation ×{factor:.3g}")]
+        for j, (img, panel_title) in enumerate(panels):
             arr, kwargs = _to_display(img)
             ax = axes[i, j]
             ax.imshow(arr, interpolation="nearest", **kwargs)
-            ax.set_title(name, fontsize=9)
+            ax.set_title(panel_title, fontsize=9)
             ax.set_xticks([])
             ax.set_yticks([])
         up, down = pairs[i]
-        lines = [f"+{s}" for s in up] + [f"−{s}" for s in down]
-        shown_lines = lines[:_MAX_LISTED_FLIPS]
-        if len(lines) > len(shown_lines):
-            shown_lines.append(f"+ {len(lines) - len(shown_lines)} other flips")
-        header = f"{len(lines)} flips (↑{len(up)} ↓{len(down)})\nmax|δ| = {peak:.4g}"
+        n_flips = len(up) + len(down)
+        size = f"{peak:.4g}" + (f" = {peak * 255:.3g}/255" if eps_label == "/255" else "")
+        header = f"{_flips_word(n_flips)} (↑{len(up)} ↓{len(down)}), max|δ| = {size}"
         ax = axes[i, 3]
         ax.axis("off")
-        ax.text(0.0, 1.0, header, va="top", ha="left", fontsize=9, fontweight="bold", transform=ax.transAxes)
-        ax.text(
-            0.0,
-            0.78,
-            "\n".join(shown_lines) if shown_lines else "(no flips)",
-            va="top",
-            ha="left",
-            fontsize=8,
-            family="monospace",
-            transform=ax.transAxes,
-        )
-    fig.tight_layout()
+        ax.text(0.0, 1.0, header, va="top", ha="left", fontsize=10, fontweight="bold", transform=ax.transAxes)
+        body = _panel_text(up, down, truth_names[i] if truth_names else None, pred_names[i] if pred_names else None)
+        ax.text(0.0, 0.86, body, va="top", ha="left", fontsize=9, family="monospace", transform=ax.transAxes)
+    if title:
+        fig.suptitle(title, fontsize=11)
     return save_figure(fig, outputs, formats is None)

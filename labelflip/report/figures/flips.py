@@ -1,20 +1,141 @@
-"""Study figures: flips against the budget (with a ± band) and confidence histograms before / after an
-attack, split into labels to flip up and down, with the decision threshold (seed Fig. 2, 10, 11)."""
+"""Flips against the budget (seed Fig. 10, 11): one line per method, a shaded band, the absolute budget on the
+x-axis (pixel units, and ``n/255`` for L-inf), the budget as a percentage of ``eps_max`` on a secondary axis and
+the number of labels ``K`` as a reference line."""
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from labelflip._validation import fail
-from labelflip.report.figures._common import describe, finite_array, plt_module, save_figure, targets
+from labelflip._validation import check_choice, fail
+from labelflip.report.figures._common import (
+    describe,
+    eps_per255,
+    finite_array,
+    hide_overlapping_ticklabels,
+    plt_module,
+    save_figure,
+    targets,
+)
 
-__all__ = ["plot_confidence_histograms", "plot_flips_vs_budget"]
+__all__ = ["identical_rows", "plot_flips_vs_budget"]
+
+#: Marker x line-style pairs, in order: every method of a table gets its own, so coinciding lines stay apart.
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">", "p")
+_LINESTYLES = ("-", "--", "-.", ":")
 
 
-# --------------------------------------------------------------------------------------------- flips vs budget
+def identical_rows(series: Mapping[str, np.ndarray]) -> list[list[str]]:
+    """Groups (in input order) of methods whose rows are exactly equal at every budget; singletons dropped."""
+    groups: list[list[str]] = []
+    for name, row in series.items():
+        for group in groups:
+            if np.array_equal(series[group[0]], row):
+                group.append(name)
+                break
+        else:
+            groups.append([name])
+    return [g for g in groups if len(g) > 1]
+
+
+def _check_series(owner: str, means: Any, nb: int) -> dict[str, np.ndarray]:
+    if not isinstance(means, Mapping) or not means:
+        raise fail(owner, "means", "a non-empty mapping method -> mean flips per budget", means)
+    series: dict[str, np.ndarray] = {}
+    for name, values in means.items():
+        row = finite_array(
+            owner,
+            "means",
+            values,
+            1,
+            f"finite 1-D values of length {nb} (one per budget) for method {name!r}",
+            "pass one mean per budget, in the order of 'budgets'.",
+        )
+        if row.shape[0] != nb:
+            raise fail(
+                owner,
+                "means",
+                f"{nb} values (one per budget) for method {name!r}",
+                describe(row),
+                "pass one mean per budget, in the order of 'budgets'.",
+            )
+        series[str(name)] = row
+    return series
+
+
+def _check_bands(owner: str, errors: Any, series: Mapping[str, np.ndarray], nb: int) -> dict[str, np.ndarray]:
+    if errors is None:
+        return {}
+    if not isinstance(errors, Mapping):
+        raise fail(owner, "errors", "a mapping method -> error half-widths, or None", errors)
+    unknown = [str(k) for k in errors if str(k) not in series]
+    if unknown:
+        raise fail(
+            owner,
+            "errors",
+            f"keys among the methods in 'means' ({sorted(series)})",
+            unknown,
+            "use the same method names in 'means' and 'errors'.",
+        )
+    bands: dict[str, np.ndarray] = {}
+    for name, values in errors.items():
+        err = finite_array(
+            owner,
+            "errors",
+            values,
+            1,
+            f"finite non-negative 1-D values of length {nb} for method {name!r}",
+            "pass one half-width (std or CI) per budget.",
+        )
+        if err.shape[0] != nb or np.any(err < 0):
+            raise fail(
+                owner,
+                "errors",
+                f"{nb} finite non-negative values for method {name!r}",
+                err.tolist(),
+                "pass one non-negative half-width (std or CI) per budget.",
+            )
+        bands[str(name)] = err
+    return bands
+
+
+def _eps_axis(ax: Any, x: np.ndarray, norm: str, xlabel: str | None) -> None:
+    """The bottom axis: absolute eps; for L-inf, ticks at round ``n/255`` values labelled ``n/255`` over the
+    pixel value."""
+    from matplotlib.ticker import MaxNLocator
+
+    hi = float(x.max()) * 1.06 if x.max() > 0 else 1.0
+    ax.set_xlim(0.0, hi)
+    if norm == "linf":
+        ticks = MaxNLocator(nbins=8, steps=[1, 2, 5, 10]).tick_values(0.0, hi * 255)
+        ticks = [t for t in ticks if 0.0 <= t <= hi * 255 + 1e-9]
+        ax.set_xticks([t / 255 for t in ticks], labels=[f"{t:g}/255\n{t / 255:.3g}" for t in ticks])
+        default = "absolute eps, L-inf: n/255 (top line) = pixel value in [0, 1] (bottom line)"
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=6))
+        default = "absolute eps, L2 norm of the perturbation (pixel values in [0, 1])"
+    ax.set_xlabel(xlabel or default)
+
+
+def _fraction_axis(ax: Any, eps_max: float, norm: str, budget_labels: Sequence[str] | None, x: np.ndarray) -> Any:
+    """The top axis: the budget as a percentage of eps_max (or the caller's budget labels at the budgets)."""
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+    if eps_max > 0:
+        sec = ax.secondary_xaxis("top", functions=(lambda e: e / eps_max * 100.0, lambda p: p * eps_max / 100.0))
+        sec.xaxis.set_major_locator(MaxNLocator(nbins=6, steps=[1, 2, 2.5, 5, 10]))
+        sec.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}%"))
+        absolute = f"{eps_max:.4g}" + (f" = {eps_per255(eps_max)}" if norm == "linf" else "")
+        sec.set_xlabel(f"% of eps_max (eps_max = {absolute})")
+        return sec
+    sec = ax.secondary_xaxis("top")
+    sec.set_xticks(x, labels=[str(b) for b in budget_labels or []])
+    sec.set_xlabel("budget")
+    return sec
 
 
 def plot_flips_vs_budget(
@@ -23,23 +144,40 @@ def plot_flips_vs_budget(
     errors: Mapping[str, Sequence[float]] | None,
     path: str | Path,
     *,
-    xlabel: str = "eps (L-inf)",
+    xlabel: str | None = None,
     title: str | None = None,
     budget_labels: Sequence[str] | None = None,
     formats: Sequence[str] | None = None,
+    norm: str = "linf",
+    eps_max: float | None = None,
+    num_labels: int | None = None,
+    band: str = "± error",
+    notes: Sequence[str] = (),
 ) -> Path | list[Path]:
-    """One line per method (mean flips against the budget) with a shaded ``mean ± error`` band.
+    """Mean flips against the absolute budget, one line per method with a shaded ``mean ± error`` band.
+
+    The x-axis is the absolute budget ``eps`` (pixel values in [0, 1]; for L-inf the ticks sit at round
+    ``n/255`` values and show both). With ``eps_max`` a secondary top axis gives the budget as a percentage of
+    ``eps_max``; otherwise ``budget_labels`` (if given) label the budgets on the top axis. Every method gets its
+    own marker and line style, so lines that coincide stay distinguishable; methods whose rows are identical at
+    every budget are named in a note, as are the caller's ``notes``. ``num_labels`` draws the ``K`` line. The
+    legend sits outside the axes (it never covers data) and its title says what the band is.
 
     Args:
-        budgets: ``(B,)`` finite budgets, the x positions.
+        budgets: ``(B,)`` finite absolute budgets, the x positions.
         means: method name -> ``(B,)`` mean flips.
         errors: method name -> ``(B,)`` non-negative half-widths (std or CI half-width, the caller's choice);
             ``None`` draws no bands. Methods missing from ``errors`` get no band.
         path: output file (``.png`` / ``.svg``), or the stem when ``formats`` is given.
-        xlabel: x-axis label.
-        title: figure title.
-        budget_labels: ``(B,)`` tick labels (e.g. ``"2/255"``) placed at the budgets.
+        xlabel: x-axis label (default: what the axis shows for ``norm``).
+        title: figure title (e.g. the model name and the number of samples).
+        budget_labels: ``(B,)`` labels of the budgets (e.g. ``"20%"``), on the top axis when ``eps_max`` is None.
         formats: write one file per format and return the list of paths.
+        norm: ``"linf"`` (ticks in ``n/255``) or ``"l2"``.
+        eps_max: the model's eps_max (pixel units) for the percentage axis.
+        num_labels: ``K``, drawn as a dotted reference line (the most flips a sample can have).
+        band: what the band is, shown as the legend title ``band = ...`` (say the same in the caption).
+        notes: extra lines printed under the legend.
 
     Returns:
         The written path, or the list of paths when ``formats`` is given.
@@ -48,168 +186,72 @@ def plot_flips_vs_budget(
     outputs = targets(owner, path, formats)
     x = finite_array(owner, "budgets", budgets, 1, "a non-empty 1-D sequence of finite budgets", "pass eps values.")
     nb = x.shape[0]
-    if not isinstance(means, Mapping) or not means:
-        raise fail(owner, "means", "a non-empty mapping method -> mean flips per budget", means)
-    series: dict[str, np.ndarray] = {}
-    for name, values in means.items():
-        series[str(name)] = finite_array(
-            owner,
-            "means",
-            values,
-            1,
-            f"finite 1-D values of length {nb} (one per budget) for method {name!r}",
-            "pass one mean per budget, in the order of 'budgets'.",
-        )
-        if series[str(name)].shape[0] != nb:
-            raise fail(
-                owner,
-                "means",
-                f"{nb} values (one per budget) for method {name!r}",
-                describe(series[str(name)]),
-                "pass one mean per budget, in the order of 'budgets'.",
-            )
-    bands: dict[str, np.ndarray] = {}
-    if errors is not None:
-        if not isinstance(errors, Mapping):
-            raise fail(owner, "errors", "a mapping method -> error half-widths, or None", errors)
-        unknown = [str(k) for k in errors if str(k) not in series]
-        if unknown:
-            raise fail(
-                owner,
-                "errors",
-                f"keys among the methods in 'means' ({sorted(series)})",
-                unknown,
-                "use the same method names in 'means' and 'errors'.",
-            )
-        for name, values in errors.items():
-            err = finite_array(
-                owner,
-                "errors",
-                values,
-                1,
-                f"finite non-negative 1-D values of length {nb} for method {name!r}",
-                "pass one half-width (std or CI) per budget.",
-            )
-            if err.shape[0] != nb or np.any(err < 0):
-                raise fail(
-                    owner,
-                    "errors",
-                    f"{nb} finite non-negative values for method {name!r}",
-                    err.tolist(),
-                    "pass one non-negative half-width (std or CI) per budget.",
-                )
-            bands[str(name)] = err
+    series = _check_series(owner, means, nb)
+    bands = _check_bands(owner, errors, series, nb)
     if budget_labels is not None and (isinstance(budget_labels, str) or len(budget_labels) != nb):
         raise fail(owner, "budget_labels", f"a sequence of {nb} tick labels", budget_labels)
+    norm = check_choice(owner, "norm", norm, ("linf", "l2"))
+    if eps_max is not None and (isinstance(eps_max, bool) or not np.isfinite(eps_max) or eps_max <= 0):
+        raise fail(owner, "eps_max", "a finite float > 0 or None", eps_max, "pass the profile's eps_max.")
+    if num_labels is not None and (isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 1):
+        raise fail(owner, "num_labels", "an int >= 1 or None", num_labels, "pass the model's K.")
+    if isinstance(notes, str):
+        notes = [notes]
 
     plt = plt_module()
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = plt.subplots(figsize=(7.6, 4.4))
+    same = identical_rows(series)
+    twin_of = {name: group[0] for group in same for name in group[1:]}
+    n = len(series)
     for i, (name, y) in enumerate(series.items()):
         color = f"C{i % 10}"
-        ax.plot(x, y, "o-", ms=4, color=color, label=name)
+        linestyle = _LINESTYLES[i % len(_LINESTYLES)]
+        marker = _MARKERS[(i + i // len(_MARKERS)) % len(_MARKERS)]
+        label = name + (f" (= {twin_of[name]})" if name in twin_of else "")
+        # earlier lines are drawn thicker, with bigger markers and below: where lines coincide, the later ones
+        # sit inside the earlier ones (concentric markers) and every method stays visible.
+        shrink = i / max(n - 1, 1)
+        ax.plot(
+            x,
+            y,
+            linestyle=linestyle,
+            marker=marker,
+            ms=10.0 - 6.0 * shrink,
+            lw=4.2 - 3.2 * shrink,
+            color=color,
+            label=label,
+            zorder=2 + i,
+            markerfacecolor="none" if i % 2 else color,
+        )
         if name in bands:
-            ax.fill_between(x, y - bands[name], y + bands[name], color=color, alpha=0.2, linewidth=0)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("mean flips")
-    ax.set_ylim(bottom=0)
-    if budget_labels is not None:
-        ax.set_xticks(x)
-        ax.set_xticklabels([str(b) for b in budget_labels], rotation=30 if nb > 6 else 0)
+            ax.fill_between(x, y - bands[name], y + bands[name], color=color, alpha=0.08, linewidth=0, zorder=1)
+    top = max(float(np.max(y + bands.get(name, 0.0))) for name, y in series.items())
+    if num_labels is not None:
+        ax.axhline(num_labels, ls=":", lw=1.2, color="0.35", label=f"K = {num_labels} (every label flipped)")
+        top = max(top, float(num_labels))
+    ax.set_ylim(0.0, top * 1.06 if top > 0 else 1.0)
+    _eps_axis(ax, x, norm, xlabel)
+    has_top = eps_max is not None or budget_labels is not None
+    sec = _fraction_axis(ax, float(eps_max or 0.0), norm, budget_labels, x) if has_top else None
+    ax.set_ylabel("mean flips per sample")
     ax.grid(True, alpha=0.3)
-    ax.legend(title="band = ±error" if bands else None, fontsize=8, title_fontsize=8)
+    legend = ax.legend(
+        title=f"band = {band}" if bands else None,
+        fontsize=8,
+        title_fontsize=8,
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1.0),
+        borderaxespad=0.0,
+    )
+    lines = [f"Identical at every budget: {' = '.join(g)}." for g in same] + [str(t) for t in notes]
+    if lines:
+        text = "\n".join(textwrap.fill(t, 34) for t in lines)
+        fig.canvas.draw()
+        box = legend.get_window_extent().transformed(fig.transFigure.inverted())
+        fig.text(box.x0, box.y0 - 0.02, text, va="top", ha="left", fontsize=7.5, color="0.25")
     if title:
-        ax.set_title(title)
-    return save_figure(fig, outputs, formats is None)
-
-
-# ------------------------------------------------------------------------------------- confidence histograms
-
-
-def plot_confidence_histograms(
-    clean_probs: np.ndarray,
-    adv_probs: np.ndarray,
-    target: np.ndarray,
-    path: str | Path,
-    *,
-    threshold: float = 0.5,
-    title: str | None = None,
-    bins: int = 20,
-    log: bool = True,
-    formats: Sequence[str] | None = None,
-) -> Path | list[Path]:
-    """Histograms of label confidences before and after the attack (seed Fig. 2, 10, 11).
-
-    Rows: labels to flip up (``target == 1``) and labels to flip down (``target == 0``); columns: before and
-    after the attack. The decision threshold is a dashed line and the side where the label counts as flipped
-    is shaded; each panel's title gives how many labels sit on the target side (a label is positive when
-    ``p > threshold``, strict).
-
-    Args:
-        clean_probs: ``(N, K)`` confidences in [0, 1] on the clean inputs (sigmoid of the logits).
-        adv_probs: ``(N, K)`` confidences in [0, 1] on the adversarial inputs.
-        target: ``(N, K)`` attack target in {0, 1} (``1 - clean prediction`` for the max-flip attack).
-        path: output file (``.png`` / ``.svg``), or the stem when ``formats`` is given.
-        threshold: decision threshold in (0, 1).
-        title: figure title.
-        bins: number of equal-width bins over [0, 1].
-        log: log-scale counts.
-        formats: write one file per format and return the list of paths.
-
-    Returns:
-        The written path, or the list of paths when ``formats`` is given.
-    """
-    owner = "plot_confidence_histograms"
-    outputs = targets(owner, path, formats)
-    fix = "pass sigmoid probabilities of shape (N, K), e.g. torch.sigmoid(logits).numpy()."
-    clean = finite_array(owner, "clean_probs", clean_probs, 2, "a finite (N, K) array of probabilities", fix)
-    adv = finite_array(owner, "adv_probs", adv_probs, 2, "a finite (N, K) array of probabilities", fix)
-    tgt = finite_array(owner, "target", target, 2, "a finite (N, K) array in {0, 1}", "pass the attack target.")
-    if adv.shape != clean.shape:
-        raise fail(owner, "adv_probs", f"the shape of clean_probs {clean.shape}", describe(adv), fix)
-    if tgt.shape != clean.shape:
-        raise fail(owner, "target", f"the shape of clean_probs {clean.shape}", describe(tgt), "pass the target.")
-    for name, arr in (("clean_probs", clean), ("adv_probs", adv)):
-        if arr.min() < 0 or arr.max() > 1:
-            raise fail(
-                owner,
-                name,
-                "probabilities in [0, 1]",
-                f"values in [{arr.min():.4g}, {arr.max():.4g}]",
-                "these look like logits; pass torch.sigmoid(logits).",
-            )
-    if not np.all((tgt == 0) | (tgt == 1)):
-        raise fail(owner, "target", "an array of 0/1 values", np.unique(tgt)[:8].tolist(), "binarise the target.")
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < float(threshold) < 1:
-        raise fail(owner, "threshold", "a float in (0, 1)", threshold, "pass e.g. threshold=0.5.")
-    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
-        raise fail(owner, "bins", "an int >= 1", bins, "pass e.g. bins=20.")
-    thr = float(threshold)
-
-    plt = plt_module()
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    fig, axes = plt.subplots(2, 2, figsize=(9.5, 6.2), sharex=True)
-    rows = [("flip up (target 1)", tgt == 1, "tab:red"), ("flip down (target 0)", tgt == 0, "tab:blue")]
-    for r, (direction, mask, color) in enumerate(rows):
-        total = int(mask.sum())
-        for c, (stage, probs) in enumerate((("before attack", clean), ("after attack", adv))):
-            ax = axes[r, c]
-            values = probs[mask]
-            on_target = int((values > thr).sum()) if r == 0 else int((values <= thr).sum())
-            if total:
-                ax.hist(values, bins=edges, color=color, alpha=0.75, edgecolor="white", log=log)
-            else:
-                ax.text(0.5, 0.5, "no labels", ha="center", va="center", transform=ax.transAxes, color="gray")
-            lo, hi = (thr, 1.0) if r == 0 else (0.0, thr)
-            ax.axvspan(lo, hi, color="gray", alpha=0.08, linewidth=0)
-            ax.axvline(thr, ls="--", color="black", lw=1, label=f"threshold {thr:g}")
-            ax.set_xlim(0, 1)
-            ax.set_title(f"{direction}, {stage}: {on_target}/{total} on target side", fontsize=9)
-            if c == 0:
-                ax.set_ylabel("labels (log)" if log else "labels")
-            if r == 1:
-                ax.set_xlabel("confidence")
-    axes[0, 0].legend(fontsize=8, loc="best")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
+        ax.set_title(title, fontsize=10)
+    hide_overlapping_ticklabels(fig, ax.xaxis)
+    if sec is not None:
+        hide_overlapping_ticklabels(fig, sec.xaxis)
     return save_figure(fig, outputs, formats is None)
