@@ -251,7 +251,15 @@ class MultiLabelModel(nn.Module):
         """Check a batch of inputs: a float tensor ``(N, ...)`` with N >= 1, finite, within ``bounds``."""
         if not isinstance(x, Tensor):
             raise fail(owner, param, "a torch.Tensor of shape (N, C, H, W) or (N, D)", x)
-        if x.ndim < 2 or x.shape[0] == 0:
+        if x.ndim >= 2 and x.shape[0] == 0:
+            raise fail(
+                owner,
+                param,
+                "a non-empty batch (N >= 1)",
+                x,
+                "the batch has no inputs (N = 0): check the sample selection or count that produced it.",
+            )
+        if x.ndim < 2:
             raise fail(
                 owner,
                 param,

@@ -128,6 +128,22 @@ def test_query2label_blocks_are_exact() -> None:
     assert torch.allclose(head(h), torch.einsum("nkd,kd->nk", h, head.W[0]) + head.b, atol=1e-6)
 
 
+def test_query2label_attention_gradients_stay_finite_for_huge_logits() -> None:
+    """The official (explicit softmax) attention path; torch's fused kernel returns NaN input gradients here,
+    which a randomly initialised R101 backbone at 448x448 triggers."""
+    from labelflip.models.architectures.query2label import _DecoderLayer, _EncoderLayer
+
+    gen = torch.Generator().manual_seed(0)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        enc, dec = _EncoderLayer(512, 4, 64, 0.1).eval(), _DecoderLayer(512, 4, 64, 0.1).eval()
+    src = (torch.randn(196, 1, 512, generator=gen) * 1e6).requires_grad_(True)
+    pos, queries = torch.randn(196, 1, 512, generator=gen), torch.randn(3, 1, 512, generator=gen)
+    out = dec(torch.zeros_like(queries), enc(src, pos), pos, queries)
+    (grad,) = torch.autograd.grad(out.sum(), src)
+    assert bool(torch.isfinite(out).all()) and bool(torch.isfinite(grad).all())
+
+
 def _built(factory, seed: int = 0) -> nn.Module:  # type: ignore[no-untyped-def]
     with torch.random.fork_rng():
         torch.manual_seed(seed)

@@ -102,7 +102,7 @@ def test_config_hash_ignores_output_but_not_results_options(tmp_path: Path) -> N
         ({"methods": ["linear"], "baseline": "bce"}, "'baseline'"),
         ({"budgets": {"fractions": [0.1], "absolute": [0.1]}}, "'budgets'"),
         ({"samples": {"count": 1}}, "samples.count"),
-        ({"dataset": {"name": "coco"}}, "dataset.name"),
+        ({"dataset": {"name": "cocoa-nonexistent"}}, "dataset.name"),
         ({"seeds": [0, 0]}, "'seeds'"),
         ({"models": []}, "'models'"),
     ],

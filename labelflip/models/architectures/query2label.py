@@ -17,6 +17,10 @@ Structure (read from the public model definition, re-implemented here):
 * ``query_embed``: ``nn.Embedding(K, 2048)``, one learned query per label;
 * ``fc``: the group-wise linear head, ``logit_k = <W[0, k], h_k> + b[0, k]`` with ``W (1, K, d)``, ``b (1, K)``.
 
+Attention runs through ``nn.MultiheadAttention`` with its default ``need_weights=True``, as the official code
+calls it: the explicit softmax path. (The fused kernel used with ``need_weights=False`` returns NaN input
+gradients when attention logits are huge, e.g. behind a randomly initialised backbone.)
+
 Preprocessing: the official training normalises with ImageNet mean/std (unless trained with ``--orid_norm``); the
 registry ``meta`` records it and the wrapper applies it. ``meta["parity"]`` records the SLAM authors' choice of
 feeding un-normalised ``[0, 1]`` images (a documented switch, not the default).
@@ -113,7 +117,7 @@ class _EncoderLayer(nn.Module):
 
     def forward(self, src: Tensor, pos: Tensor) -> Tensor:
         q = src + pos
-        src = self.norm1(src + self.dropout1(self.self_attn(q, q, src, need_weights=False)[0]))
+        src = self.norm1(src + self.dropout1(self.self_attn(q, q, src)[0]))
         ffn = self.linear2(self.dropout(torch.relu(self.linear1(src))))
         return self.norm2(src + self.dropout2(ffn))
 
@@ -134,7 +138,7 @@ class _DecoderLayer(nn.Module):
         self.dropout3 = nn.Dropout(dropout)
 
     def forward(self, tgt: Tensor, memory: Tensor, pos: Tensor, query_pos: Tensor) -> Tensor:
-        att = self.multihead_attn(tgt + query_pos, memory + pos, memory, need_weights=False)[0]
+        att = self.multihead_attn(tgt + query_pos, memory + pos, memory)[0]
         tgt = self.norm2(tgt + self.dropout2(att))
         ffn = self.linear2(self.dropout(torch.relu(self.linear1(tgt))))
         return self.norm3(tgt + self.dropout3(ffn))
