@@ -424,8 +424,12 @@ def cli_no_models(monkeypatch: pytest.MonkeyPatch) -> Any:
     def forbidden(*args: object, **kwargs: object) -> None:
         raise AssertionError("the CLI loaded a model/dataset before validating its options")
 
+    from labelflip.study import inputs, runner
+
     monkeypatch.setattr(loading, "create_model", forbidden)
     monkeypatch.setattr(loading, "create_dataset", forbidden)
+    monkeypatch.setattr(runner, "create_dataset", forbidden)  # a study generates its data here ...
+    monkeypatch.setattr(inputs, "create_model", forbidden)  # ... and loads (trains) its models here
     return cli.app, typer_testing.CliRunner()
 
 
@@ -457,3 +461,136 @@ def test_cli_non_integer_samples(cli_no_models: Any) -> None:
 def test_cli_bad_budgets_fail_before_loading_a_model(cli_no_models: Any) -> None:
     output = _cli_error(cli_no_models, ["attack", "--budgets", "abc", "--loss", "bce"])
     assert "--budgets" in output and "abc" in output
+
+
+# ---------------------------------------------------------------------------------------------- every CLI option
+# (issue 16 item 4): each invalid value is refused before any data is generated or model trained (cli_no_models
+# raises if either happens; the model cache is empty), in well under a few seconds, naming the option typed.
+CLI_CASES: list[tuple[list[str], str]] = [
+    (["attack", "--model", "nope"], "--model"),
+    (["attack", "--split", "bogus"], "--split"),
+    (["attack", "--samples", "0"], "--samples"),
+    (["attack", "--samples", "99999"], "--samples"),
+    (["attack", "--split", "val", "--samples", "1000"], "--samples"),
+    (["attack", "--probe-samples", "1"], "--probe-samples"),
+    (["attack", "--budgets", "abc"], "--budgets"),
+    (["attack", "--budgets", "-1"], "--budgets"),
+    (["attack", "--budgets", "8/0"], "--budgets"),
+    (["attack", "--budgets", "nan"], "--budgets"),
+    (["attack", "--methods", "bcee"], "bcee"),
+    (["attack", "--methods", "class:2"], "gamma"),
+    (["attack", "--norm", "l3"], "--norm"),
+    (["attack", "--profile", "nope.json"], "--profile"),
+    (["attack", "--profile", "{bad_json}"], "--profile"),
+    (["attack", "--correlations", "nope.json"], "--correlations"),
+    (["attack", "--eps-corr", "-1"], "--eps-corr"),
+    (["attack", "--eps-corr", "inf"], "--eps-corr"),
+    (["attack", "--batch-size", "0"], "--batch-size"),
+    (["attack", "--max-steps", "1"], "--max-steps"),
+    (["attack", "--markdown", "{tmp}"], "--markdown"),
+    (["attack", "--preset", "nope"], "--preset"),
+    (["profile", "--model", "nope"], "--model"),
+    (["profile", "--samples", "0"], "--samples"),
+    (["profile", "--samples", "99999"], "--samples"),
+    (["profile", "--order", "0"], "--order"),
+    (["profile", "--interval", "0"], "--interval"),
+    (["profile", "--curve", "mean"], "--curve"),
+    (["profile", "--norm", "l3"], "--norm"),
+    (["profile", "--max-steps", "1"], "--max-steps"),
+    (["profile", "--out", "{tmp}"], "--out"),
+    (["correlations", "--samples", "0"], "--samples"),
+    (["correlations", "--samples", "5000"], "--samples"),
+    (["correlations", "--eps", "-1"], "--eps"),
+    (["correlations", "--eps", "nan"], "--eps"),
+    (["correlations", "--model", "asl"], "--model"),
+    (["attackability", "--eps", "0"], "--eps"),
+    (["attackability", "--images", "0"], "--images"),
+    (["attackability", "--per-label", "0"], "--per-label"),
+    (["targets-vs-flips", "--fractions", "abc"], "--fractions"),
+    (["targets-vs-flips", "--fractions", "inf"], "--fractions"),
+    (["targets-vs-flips", "--step", "0"], "--step"),
+    (["targets-vs-flips", "--samples", "99999"], "--samples"),
+    (["targets-vs-flips", "--probe-samples", "1"], "--probe-samples"),
+    (["study", "run", "--out", "{tmp}/s", "--samples", "1"], "samples.count"),
+    (["study", "run", "--out", "{tmp}/s", "--samples", "99999"], "samples.count"),
+    (["study", "run", "--out", "{tmp}/s", "--models", "asl-cnn,nope"], "models"),
+    (["study", "run", "--out", "{tmp}/s", "--methods", "bcee"], "bcee"),
+    (["study", "run", "--out", "{tmp}/s", "--set", "budgets={{absolute: [.nan]}}"], "budgets.absolute"),
+    (["study", "run", "--out", "{tmp}/s", "--set", "budgets.fractions=[.inf]"], "budgets.fractions"),
+    (["study", "run", "--out", "{tmp}/s", "--set", "nokey=1"], "--set"),
+    (["study", "run", "--out", "{tmp}/s", "--set", "profile.samples=5000"], "profile.samples"),
+    (["study", "run", "--out", "{tmp}/s", "--set", "correlations.samples=5000"], "correlations.samples"),
+    (["study", "run", "--out", "{tmp}/s", "--set", "dataset.config.bogus=1"], "dataset.config"),
+    (["study", "run", "{tmp}/missing.yaml"], "path"),
+    (["study", "export", "{tmp}", "--format", "xls"], "--format"),
+    (["demo", "--samples", "99999"], "samples.count"),
+    (["demo", "--out", "{tmp}/d", "--set", "profile.eps=1"], "correlations.eps"),
+]
+
+
+@pytest.mark.parametrize(("args", "needle"), CLI_CASES, ids=[" ".join(a) for a, _ in CLI_CASES])
+def test_every_cli_option_is_checked_before_any_work(
+    cli_no_models: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], needle: str
+) -> None:
+    import time
+
+    monkeypatch.setenv("LABELFLIP_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad.json").write_text("{not json")
+    args = [a.format(tmp=tmp_path, bad_json=tmp_path / "bad.json") for a in args]
+    start = time.perf_counter()
+    output = _cli_error(cli_no_models, args)
+    assert time.perf_counter() - start < 5.0, "validation must not wait for work"
+    assert needle in output, output
+    for internal in ("load_builtin", "parse_method", "_select", "model_spec", "create_model", "'x' parameter"):
+        assert internal not in output, output
+    assert not (tmp_path / "empty-cache").exists() or not any((tmp_path / "empty-cache").iterdir())
+
+
+def test_cli_budgets_accept_ratios() -> None:
+    from labelflip.cli.attack import parse_budgets
+
+    assert parse_budgets("8/255,4/255,0.01,5%") == [(8 / 255, False), (4 / 255, False), (0.01, False), (5.0, True)]
+
+
+def test_every_cli_help_shows_its_defaults() -> None:
+    """Each option shows its default (typer's [default: ...]) or says in its help what leaving it out means."""
+    import typer.main
+
+    from labelflip import cli
+
+    def walk(command: Any, path: list[str]) -> Any:
+        subs = getattr(command, "commands", None)
+        if subs:
+            for name, sub in subs.items():
+                yield from walk(sub, [*path, name])
+        else:
+            yield path, command
+
+    missing = []
+    for path, command in walk(typer.main.get_command(cli.app), []):
+        for p in command.params:
+            if not getattr(p, "opts", [""])[0].startswith("--") or p.name == "help":
+                continue
+            shown = getattr(p, "show_default", True) is not False and p.default is not None
+            if not shown and "default" not in (p.help or "").lower():
+                missing.append(f"{' '.join(path)} {p.opts[0]}")
+    assert not missing, missing
+
+
+def test_cli_models_lists_k_input_size_and_quality(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    typer_testing = pytest.importorskip("typer.testing")
+    from labelflip import cli
+
+    monkeypatch.setenv("LABELFLIP_CACHE", str(tmp_path))
+    result = typer_testing.CliRunner().invoke(cli.app, ["models", "asl*"])
+    output = " ".join(result.output.split())
+    assert result.exit_code == 0, output
+    assert "asl-cnn" in output and "24" in output and "3x32x32" in output and "not trained yet" in output
+
+
+def test_empty_batch_is_named_as_such_not_as_a_missing_batch_dimension(model: MultiLabelModel, x: torch.Tensor) -> None:
+    err = _raises(lambda: MIFGSM(model)(x[:0], 0.01), "x", extra="N = 0")
+    assert "unsqueeze" not in str(err)
+    err = _raises(lambda: probe_profile(model, x[:0]), "x", extra="N = 0")
+    assert "unsqueeze" not in str(err)

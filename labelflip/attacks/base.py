@@ -25,6 +25,7 @@ numbers (``stochastic``); studies ask these, they never special-case names. :fun
 
 from __future__ import annotations
 
+import math
 import numbers
 import time
 import warnings
@@ -37,18 +38,18 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from labelflip._validation import LabelflipError, LabelflipWarning, check_choice, check_float, check_int, fail
+from labelflip._validation import LabelflipWarning, check_choice, check_float, check_int, fail
 from labelflip.attacks.result import AttackResult, count_flips
 from labelflip.models import MultiLabelModel, as_model, ensure_checked
 
 __all__ = [
+    "LARGE_LINF_BUDGET",
     "Attack",
     "Batch",
     "FixedBudgetAttack",
     "MinimumNormAttack",
     "clean_pass",
     "prepare_inputs",
-    "LARGE_LINF_BUDGET",
     "validate_budgets",
     "work_dtype",
 ]
@@ -57,19 +58,8 @@ _PER_SAMPLE_KEYS = ("clean_probs", "clean_pred", "target", "min_norm", "sample_i
 
 
 LARGE_LINF_BUDGET = 0.3
-"""An L-inf budget above this fraction of the input range (0.3 for [0, 1] images; 8/255 = 0.031 is usual) gets a
-warning: it is almost certainly a unit mistake (0-255 budgets) or labels passed where ``eps`` goes."""
-
-
-def _not_budgets(owner: str, eps: Any, why: str) -> LabelflipError:
-    return fail(
-        owner,
-        "eps",
-        "a float >= 0 or a 1-D sequence of them (the second argument of attack(x, eps) is the budget)",
-        eps,
-        f"{why} Budgets are pixel-unit radii, e.g. attack(x, 0.01) or attack(x, [0.002, 0.01]); target labels go "
-        "in target=..., e.g. attack(x, 0.01, target=y).",
-    )
+"""L-inf budgets above this fraction of the input range (0.3 for [0, 1] images; 8/255 = 0.031 is usual) warn: a
+unit mistake (0-255 budgets) or labels passed where ``eps`` goes."""
 
 
 def validate_budgets(
@@ -77,64 +67,41 @@ def validate_budgets(
 ) -> list[float]:
     """``eps`` (a float, a sequence, a 1-D tensor or array) as a non-empty list of finite floats >= 0.
 
-    A 2-D or deeper tensor/array or a nested sequence is refused: it is almost always a label matrix passed
-    positionally where ``eps`` goes (``attack(x, y)``). With ``norm="linf"`` and ``bounds``, budgets above
-    :data:`LARGE_LINF_BUDGET` of the input range warn once per call (a :class:`LabelflipWarning`).
+    A 2-D or deeper tensor/array or a nested sequence is refused, naming ``eps`` as the second argument and
+    ``target=`` as where labels go: it is almost always a label matrix passed positionally (``attack(x, y)``).
+    With ``norm="linf"`` and ``bounds``, budgets above :data:`LARGE_LINF_BUDGET` of the range warn once per call.
     """
     values = eps
     if isinstance(eps, (Tensor, np.ndarray, np.generic)):
-        arr = np.asarray(eps.detach().cpu() if isinstance(eps, Tensor) else eps)
-        if arr.ndim > 1:
-            raise _not_budgets(owner, eps, f"a {arr.ndim}-D {type(eps).__name__} of shape {tuple(arr.shape)} is not.")
-        values = arr.ravel().tolist()
+        values = np.asarray(eps.detach().cpu() if isinstance(eps, Tensor) else eps)
+        values = values.tolist() if values.ndim <= 1 else [values.tolist()]  # >= 2-D: refused below
+        values = values if isinstance(values, list) else [values]
     elif isinstance(eps, numbers.Real) and not isinstance(eps, bool):
         values = [eps]
     if not isinstance(values, (list, tuple)) or len(values) == 0:
-        raise fail(
-            owner,
-            "eps",
-            "a float >= 0 or a non-empty list of them",
-            eps,
-            "budgets are in pixel units, e.g. eps=0.01 or eps=[0.002, 0.01].",
-        )
-    if any(isinstance(v, (list, tuple, Tensor, np.ndarray)) and not _is_scalar(v) for v in values):
-        raise _not_budgets(owner, eps, "a nested sequence (a matrix) is not.")
-    budgets = [
-        check_float(
-            owner,
-            "eps",
-            float(e) if isinstance(e, numbers.Real) and not isinstance(e, bool) else e,
-            low=0.0,
-            fix="budgets are non-negative pixel-unit radii, e.g. 0.01.",
-        )
-        for e in values
-    ]
-    if norm == "linf" and bounds is not None:
-        limit = LARGE_LINF_BUDGET * (bounds[1] - bounds[0])
-        large = [b for b in budgets if b > limit]
-        if large:
-            warnings.warn(
-                f"{owner}: L-inf budget(s) {', '.join(f'{b:g}' for b in large[:5])} exceed {limit:g} "
-                f"({LARGE_LINF_BUDGET:g} of the input range {bounds}): such a perturbation can repaint the image. "
-                "Budgets are in the inputs' units (8/255 = 0.031 for [0, 1] images); if you passed labels "
-                "positionally, they go in target=...",
-                LabelflipWarning,
-                stacklevel=3,
-            )
+        raise fail(owner, "eps", "a float >= 0 or a non-empty list of them", eps,
+                   "budgets are in pixel units, e.g. eps=0.01 or eps=[0.002, 0.01].")  # fmt: skip
+    size = lambda v: v.numel() if isinstance(v, Tensor) else np.asarray(v).size  # noqa: E731
+    if any(isinstance(v, (list, tuple)) or (isinstance(v, (Tensor, np.ndarray)) and size(v) != 1) for v in values):
+        raise fail(owner, "eps", "a float >= 0 or a 1-D sequence of them (the second argument of attack(x, eps))",
+                   eps, "budgets are pixel-unit radii, e.g. attack(x, [0.002, 0.01]); a label matrix (targets) goes "
+                   "in target=..., e.g. attack(x, 0.01, target=y).")  # fmt: skip
+    fix = "budgets are non-negative pixel-unit radii, e.g. 0.01."
+    real = [float(e) if isinstance(e, numbers.Real) and not isinstance(e, bool) else e for e in values]
+    budgets = [check_float(owner, "eps", e, low=0.0, fix=fix) for e in real]
+    limit = LARGE_LINF_BUDGET * (bounds[1] - bounds[0]) if norm == "linf" and bounds is not None else math.inf
+    if any(b > limit for b in budgets):
+        warnings.warn(f"{owner}: L-inf budget(s) {', '.join(f'{b:g}' for b in budgets if b > limit)} exceed {limit:g} "
+                      f"({LARGE_LINF_BUDGET:g} of the input range {bounds}): budgets are in the inputs' units (8/255 = "
+                      "0.031 for [0, 1] images); labels passed positionally go in target=...", LabelflipWarning,
+                      stacklevel=3)  # fmt: skip
     return budgets
 
 
-def _is_scalar(v: Any) -> bool:
-    if isinstance(v, np.ndarray):
-        return v.size == 1
-    return isinstance(v, Tensor) and v.numel() == 1
-
-
 def work_dtype(model: MultiLabelModel, x: Tensor) -> torch.dtype:
-    """The dtype attacks keep the perturbation, the clamp and the norm accounting in: the wider of the caller's
-    float dtype, float32 and the network's dtype. A float16/bfloat16 network therefore never narrows ``x``: only
-    :meth:`MultiLabelModel.forward` casts (inputs to the network's dtype, logits back), so ``||x_adv - x|| <= eps``
-    holds exactly against the caller's own input. Same dtypes (the float32 default) mean no cast at all."""
+    """The dtype attacks keep the perturbation, the clamp and the norms in (:meth:`MultiLabelModel.work_dtype`):
+    the widest of ``x``'s dtype, float32 and the network's. A float16/bfloat16 network never narrows ``x``; only its
+    forward casts, so ``||x_adv - x|| <= eps`` holds exactly against the caller's input. Float32: no cast at all."""
     return model.work_dtype(x.dtype)
 
 

@@ -14,7 +14,7 @@ import typer
 from labelflip._validation import LabelflipError, check_choice, check_int, fail
 from labelflip.analysis import DEFAULT_MAX_STEPS, check_profile, targets_vs_flips
 from labelflip.cli.common import app, console, err_console, fail_cleanly
-from labelflip.cli.loading import load_named_model
+from labelflip.cli.loading import check_budget_option, check_samples, load_named_model
 from labelflip.data import cooccurrence_matrix
 from labelflip.report.figures import plot_attackability, plot_correlations, plot_profile, plot_targets_vs_flips
 from labelflip.report.tables import attackability_markdown, targets_vs_flips_markdown
@@ -46,7 +46,7 @@ def profile_cmd(
 ) -> None:
     """Measure a model's flip profile E(eps) and save it as JSON (plot beside it)."""
     try:
-        check_int("labelflip profile", "--samples", samples, low=2)
+        check_samples(samples, "val", "labelflip profile", "--samples", low=2)
         check_int("labelflip profile", "--interval", interval, low=1)
         check_int("labelflip profile", "--order", order, low=1)
         check_int("labelflip profile", "--max-steps", max_steps, low=interval * order)
@@ -55,7 +55,7 @@ def profile_cmd(
         check_choice("labelflip profile", "--curve", curve, ("max", "bce"))
         check_choice("labelflip profile", "--norm", norm, ("linf", "l2"))
         check_output_path(out, owner="labelflip profile", param="--out")
-        wrapped, fingerprint, data = load_named_model(model)
+        wrapped, fingerprint, data = load_named_model(model, "labelflip profile")
         prof = measure_profile(
             wrapped,
             data,
@@ -100,11 +100,10 @@ def correlations_cmd(
 ) -> None:
     """Measure the flip-up correlation matrix (Alg. 1), save it and plot it next to the co-occurrence."""
     try:
-        check_int("labelflip correlations", "--samples", samples, low=1)
-        if not eps > 0:
-            raise fail("labelflip correlations", "--eps", "a budget > 0", eps, "e.g. --eps 0.005.")
+        check_samples(samples, "val", "labelflip correlations", "--samples")
+        check_budget_option(eps, "labelflip correlations", "--eps")
         check_output_path(out, owner="labelflip correlations", param="--out")
-        wrapped, fingerprint, data = load_named_model(model)
+        wrapped, fingerprint, data = load_named_model(model, "labelflip correlations")
         corr = measure_correlations_for(
             wrapped,
             data,
@@ -141,10 +140,9 @@ def attackability_cmd(
     try:
         check_int("labelflip attackability", "--images", images, low=1)
         check_int("labelflip attackability", "--per-label", per_label, low=1)
-        if not eps > 0:
-            raise fail("labelflip attackability", "--eps", "a budget > 0", eps, "e.g. --eps 0.01.")
+        check_budget_option(eps, "labelflip attackability", "--eps")
         check_output_path(out, owner="labelflip attackability", param="--out")
-        wrapped, fingerprint, data = load_named_model(model)
+        wrapped, fingerprint, data = load_named_model(model, "labelflip attackability")
         att = measure_attackability(wrapped, data, per_label=per_label, eps=eps, images=images, fingerprint=fingerprint)
     except LabelflipError as exc:
         fail_cleanly(exc)
@@ -164,7 +162,7 @@ def _fractions(text: str) -> list[float]:
         fr = [float(f) for f in text.split(",") if f.strip()]
     except ValueError:
         fr = []
-    if not fr or any(not f > 0 for f in fr):
+    if not fr or any(not 0 < f < float("inf") for f in fr):
         raise fail("labelflip targets-vs-flips", "--fractions", "comma-separated positive numbers", text)
     return fr
 
@@ -185,10 +183,10 @@ def targets_vs_flips_cmd(
     try:
         fr = _fractions(fractions)
         check_int("labelflip targets-vs-flips", "--step", step, low=1)
-        check_int("labelflip targets-vs-flips", "--samples", samples, low=1)
+        check_samples(samples, "test", "labelflip targets-vs-flips", "--samples")
         check_int("labelflip targets-vs-flips", "--probe-samples", probe_samples, low=2)
         check_output_path(out, owner="labelflip targets-vs-flips", param="--out")
-        wrapped, fingerprint, data = load_named_model(model)
+        wrapped, fingerprint, data = load_named_model(model, "labelflip targets-vs-flips")
         n = min(probe_samples, len(data.val))
         prof = measure_profile(wrapped, data, samples=n, seed=seed, fingerprint=fingerprint)
         check_profile(prof, owner="labelflip targets-vs-flips", name="the probed profile")

@@ -12,7 +12,15 @@ from labelflip._validation import LabelflipError, check_choice, check_int, fail
 from labelflip.analysis import DEFAULT_MAX_STEPS, PAPER_FRACTIONS, Correlations, Profile, check_profile
 from labelflip.attacks import attack_info, create_attack, parse_attack, split_method_list
 from labelflip.cli.common import app, console, err_console, fail_cleanly, progress_bar
-from labelflip.cli.loading import load_named_model
+from labelflip.cli.loading import (
+    check_batch_size,
+    check_budget_option,
+    check_model_name,
+    check_samples,
+    load_artefact_option,
+    load_named_model,
+    parse_number,
+)
 from labelflip.report import flip_table, to_rich
 from labelflip.study.inputs import (
     ENGINE_DEFAULTS,
@@ -43,7 +51,8 @@ def parse_methods(text: str, option: str = "--methods") -> list[Spec]:
 
 
 def parse_budgets(text: str) -> list[tuple[float, bool]]:
-    """Parse ``--budgets`` before any work: ``[(value, is_percent)]``. ``"paper"`` = 5..100 % of eps_max."""
+    """Parse ``--budgets`` before any work: ``[(value, is_percent)]``: numbers (``0.002``), ratios (``8/255``) or
+    percentages of eps_max (``5%``); ``"paper"`` = 5..100 % of eps_max."""
     if text.strip() == "paper":
         return [(f * 100, True) for f in PAPER_FRACTIONS]
     items = [t.strip() for t in text.split(",") if t.strip()]
@@ -53,9 +62,9 @@ def parse_budgets(text: str) -> list[tuple[float, bool]]:
     for it in items:
         pct = it.endswith("%")
         try:
-            value = float(it[:-1] if pct else it)
-        except ValueError as exc:
-            raise fail("labelflip", "--budgets", "numbers or percentages", it, "e.g. 0.002 or 5%.") from exc
+            value = parse_number(it[:-1] if pct else it)  # 0.002, 8/255, 5%
+        except (ValueError, ZeroDivisionError) as exc:
+            raise fail("labelflip", "--budgets", "numbers, ratios or percentages", it, "e.g. 0.002, 8/255, 5%") from exc
         if not value >= 0 or value == float("inf"):
             raise fail("labelflip", "--budgets", "finite and non-negative", it)
         spec.append((value, pct))
@@ -85,22 +94,23 @@ def attack(
     samples: Annotated[int, typer.Option(help="number of samples (seeded selection)")] = 64,
     budgets: Annotated[str, typer.Option(help="e.g. 0.002,0.01 or 5%,10%,100% or 'paper'")] = "paper",
     methods: Annotated[
-        str | None, typer.Option(help="comma-separated method specs (see `labelflip methods`), e.g. bce,slam,class:0")
+        str | None,
+        typer.Option(help="comma-separated method specs (`labelflip methods`; default: bce,linear,slam)"),
     ] = None,
-    loss: Annotated[str | None, typer.Option(help="alias of --methods")] = None,
+    loss: Annotated[str | None, typer.Option(help="alias of --methods (default: not used)")] = None,
     norm: Annotated[str, typer.Option(help="linf or l2")] = "linf",
-    profile: Annotated[Path | None, typer.Option(help="flip profile JSON (else probed on the val split)")] = None,
-    correlations: Annotated[Path | None, typer.Option(help="correlations JSON (else measured on val)")] = None,
+    profile: Annotated[Path | None, typer.Option(help="flip profile JSON (default: probed on the val split)")] = None,
+    correlations: Annotated[Path | None, typer.Option(help="correlations JSON (default: measured on val)")] = None,
     eps_corr: Annotated[float, typer.Option(help="budget of the correlation attacks")] = 0.005,
     probe_samples: Annotated[int, typer.Option(help="validation images for the profile / correlation probes")] = 100,
     seed: Annotated[int, typer.Option(help="sample-selection and random-subset seed")] = 0,
-    batch_size: Annotated[int | None, typer.Option(help="attack batch size (memory)")] = None,
-    markdown: Annotated[Path | None, typer.Option(help="also write the table as Markdown here")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="attack batch size (default: all at once)")] = None,
+    markdown: Annotated[Path | None, typer.Option(help="also write the table as Markdown here (default: no)")] = None,
     max_steps: Annotated[int, typer.Option(help="flip-profile probe cap in MI-FGSM steps")] = DEFAULT_MAX_STEPS,
     allow_capped_profile: Annotated[
         bool, typer.Option(help="use a profile that stopped at its cap (its eps_max is not where flips saturate)")
     ] = False,
-    preset: Annotated[str | None, typer.Option(help="'paper': the authors' settings (see the README)")] = None,
+    preset: Annotated[str | None, typer.Option(help="'paper': the authors' settings (README; default: none)")] = None,
 ) -> None:
     """Attack a model at a list of budgets and print mean ± std flips per method."""
     owner = "labelflip attack"
@@ -113,22 +123,25 @@ def attack(
         engine = {**ENGINE_DEFAULTS, **settings.get("attack", {})}
         check_choice(owner, "--split", split, ("train", "val", "test"))
         check_choice(owner, "--norm", norm, ("linf", "l2"))
-        check_int(owner, "--samples", samples, low=1)
+        check_model_name(model, owner)
+        check_samples(samples, split, owner, "--samples", reserved=2 if split == "val" else 0, reserved_for="probes")
         check_int(owner, "--probe-samples", probe_samples, low=2)
         check_int(owner, "--max-steps", max_steps, low=40)  # the probe: interval 10, order 4
-        if not eps_corr > 0:
-            raise fail(owner, "--eps-corr", "a budget > 0", eps_corr, "e.g. --eps-corr 0.005.")
+        check_budget_option(eps_corr, owner, "--eps-corr")
+        check_batch_size(batch_size, owner)
         if markdown is not None:
             check_output_path(markdown, owner=owner, param="--markdown")
         budget_spec = parse_budgets(budgets)
-        wrapped, fingerprint, data = load_named_model(model)
+        loaded_prof = load_artefact_option(Profile, profile, owner, "--profile")
+        loaded_corr = load_artefact_option(Correlations, correlations, owner, "--correlations")
+        wrapped, fingerprint, data = load_named_model(model, owner)
         k = len(data.label_names)
         needs = set().union(*(attack_info(s)["requires"] for s in specs))
         part = getattr(data, split)
         idx = select_samples(part, samples, seed, owner=owner, param="--samples")
         exclude = idx if split == "val" else None  # probes disjoint from the evaluation samples
         n_probe = min(probe_samples, len(data.val) - (0 if exclude is None else len(exclude)))
-        prof = Profile.load(profile) if profile is not None else None
+        prof = loaded_prof
         if prof is None and ("profile" in needs or any(pct for _, pct in budget_spec)):
             prof = measure_profile(
                 wrapped,
@@ -154,7 +167,7 @@ def attack(
                 fingerprint=fingerprint,
                 allow_capped=allow_capped_profile,
             )
-        corr = Correlations.load(correlations) if correlations is not None else None
+        corr = loaded_corr
         if corr is not None:
             check_correlations(
                 corr, owner=owner, name=f"--correlations {correlations}", num_labels=k, fingerprint=fingerprint

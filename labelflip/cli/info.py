@@ -2,25 +2,49 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
 from labelflip.attacks import ATTACKS, attack_info
 from labelflip.cli.common import app, console
-from labelflip.data import DATASETS
+from labelflip.data import DATASETS, SyntheticConfig
 from labelflip.models import MODELS
 
 __all__ = ["datasets", "methods", "models"]
 
 
+def _quality(name: str, meta: Any) -> tuple[str, str]:
+    """``(K, quality)`` of a registered model, from what is known without training or downloading anything."""
+    if meta.get("builtin"):
+        from labelflip.zoo import cached_metrics
+
+        k = str(SyntheticConfig().num_labels)
+        m = cached_metrics(name)
+        if m is None:
+            return k, "not trained yet (trains on first use, about 30 s per model on a laptop CPU)"
+        keys = (("test_map", "mAP"), ("test_micro_f1", "micro-F1"), ("test_macro_f1", "macro-F1"))
+        return k, ", ".join(f"{label} {m[key]:.3f}" for key, label in keys if key in m) + " (test split)"
+    if meta.get("checkpoint_required"):
+        return "from checkpoint", "published checkpoint (see its source); not measured here"
+    return "-", "-"
+
+
 @app.command()
 def models(pattern: Annotated[str, typer.Argument(help="shell-style filter, e.g. 'asl*'")] = "*") -> None:
-    """List the registered models."""
+    """List the registered models: labels K, input size and quality where known (cached built-in models)."""
+    table = Table(title="Registered models (use as --model or in study specs)", title_justify="left")
+    for col in ("model", "K", "input", "quality", "description"):
+        table.add_column(col)
+    names = set(MODELS.list(pattern))
     for entry in MODELS:
-        if entry.name in MODELS.list(pattern):
-            console.print(f"{entry.name}\t{entry.description}", highlight=False)
+        if entry.name not in names:
+            continue
+        size = entry.meta.get("input_size")
+        k, quality = _quality(entry.name, entry.meta)
+        table.add_row(entry.name, k, "x".join(map(str, size)) if size else "-", quality, entry.description)
+    console.print(table)
 
 
 @app.command()

@@ -20,6 +20,7 @@ import hashlib
 import importlib
 import importlib.util
 import os
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -269,7 +270,8 @@ def measure_attackability(
 
 
 def import_factory(ref: str, *, owner: str = "study spec", param: str = "models.factory") -> Callable[..., nn.Module]:
-    """``"pkg.module:callable"`` or ``"path/to/file.py:callable"``."""
+    """``"pkg.module:callable"`` or ``"path/to/file.py:callable"`` (the file's directory is importable while it
+    runs, so it can import modules beside it)."""
     target, _, attr = ref.rpartition(":")
     if not target or not attr:
         raise fail(owner, param, "'module:callable' or 'file.py:callable'", ref)
@@ -279,7 +281,12 @@ def import_factory(ref: str, *, owner: str = "study spec", param: str = "models.
             if spec is None or spec.loader is None:
                 raise ImportError(target)
             module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
+            beside = str(Path(target).resolve().parent)
+            sys.path.insert(0, beside)
+            try:
+                spec.loader.exec_module(module)
+            finally:
+                sys.path.remove(beside)
         else:
             module = importlib.import_module(target)
         return getattr(module, attr)

@@ -23,6 +23,8 @@ import platform
 import subprocess
 import sys
 import time
+from collections import Counter
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,7 @@ from labelflip.analysis import Attackability, Correlations, Profile, check_profi
 from labelflip.attacks import AttackResult, attack_info, create_attack
 from labelflip.data import DatasetSplits, cooccurrence_matrix, create_dataset
 from labelflip.models import MultiLabelModel
+from labelflip.study import distributed
 from labelflip.study.inputs import (
     Progress,
     check_output_path,
@@ -258,51 +261,103 @@ def _examples_method(spec: StudySpec) -> str:
 def run_study(spec: StudySpec, *, progress: Progress | None = None, rank: int = 0, world: int = 1) -> StudyContext:
     """Run (or resume) a study, or worker ``rank``'s shard of it; results live in ``<output>/results.sqlite``.
 
+    Started by ``torchrun`` (``RANK`` and ``WORLD_SIZE`` set), the ranks share the study instead, with rank and world
+    from torchrun (:mod:`labelflip.study.distributed`); store shards such a run left are merged first.
     Raises LabelflipError when the output directory holds a study with a different config or model.
     """
     out = check_output_path(spec.output, owner="study spec", param="output (--out)", directory=True)
     out.mkdir(parents=True, exist_ok=True)
+    if distributed.launched_by_torchrun():
+        with distributed.process_group() as group:
+            return _run_distributed(spec, out, group, progress)
     with study_lock(out):
+        distributed.merge_shards(out)  # a distributed run's leftover shards (none otherwise): their units are done
         with ResultsStore(out / "results.sqlite") as store:  # before any work: refuse another study, reuse a failed
             store.claim(spec.config_hash(), _provenance())  # run's empty directory, warn on a version change
-        data = study_dataset(spec)
-        split = getattr(data, spec.dataset["split"])
-        idx = select_samples(split, spec.samples["count"], spec.samples["seed"])
-        x = split.x[idx]
+        data, idx, x = _samples(spec)
         with ResultsStore(out / "results.sqlite") as store:
-            exclude = idx if spec.dataset["split"] == "val" else None  # probes disjoint from evaluation samples
-            prepared = {e.name: _prepare_model(store, spec, e, data, progress, exclude) for e in spec.models}
-            store.init_manifest(_manifest(spec, _runtime(prepared)), spec.config_hash())
-            store.put_artefact(
-                "",
-                "dataset",
-                {
-                    "label_names": list(data.label_names),
-                    "cooccurrence": cooccurrence_matrix(data.train.y).double().tolist(),
-                    "split": spec.dataset["split"],
-                    "indices": idx.tolist(),
-                    "labels": split.y[idx].tolist(),
-                },
-            )
+            prepared = _prepare_study(store, spec, data, idx, progress)
             units = shard(plan_units(list(prepared), spec.methods, spec.seeds, x.shape[0], spec.chunk), rank, world)
             ctx = StudyContext(spec, out, prepared, x, idx, units)
-            totals: dict[tuple[str, str, int], int] = {}
-            for u in units:
-                totals[(u.model, u.method, u.seed)] = totals.get((u.model, u.method, u.seed), 0) + 1
-            done: dict[tuple[str, str, int], int] = {}
-            for unit in units:
-                key = (unit.model, unit.method, unit.seed)
-                pm = prepared[unit.model]
-                if not store.has_unit(unit.model, unit.method, unit.seed, list(unit.samples), len(pm.budgets)):
-                    _execute(store, spec, unit, pm, x, idx)
-                    ctx.computed += 1
-                done[key] = done.get(key, 0) + 1
-                if progress is not None:
-                    spec_label = next(s for s in spec.method_specs if str(s) == unit.method).label
-                    seed_label = f" seed {unit.seed}" if attack_info(unit.method)["stochastic"] else ""
-                    progress(f"{unit.model} {spec_label}{seed_label}", done[key], totals[key])
+            _run_units(ctx, store, progress)
             log.info("study %s: %d rows in %s", spec.name, store.count(), store.path)
         return ctx
+
+
+def _samples(spec: StudySpec) -> tuple[DatasetSplits, Tensor, Tensor]:
+    """The dataset, the dataset indices of the study's samples (N,) and the samples (N, C, H, W)."""
+    data = study_dataset(spec)
+    split = getattr(data, spec.dataset["split"])
+    idx = select_samples(split, spec.samples["count"], spec.samples["seed"])
+    return data, idx, split.x[idx]
+
+
+def _prepare_study(
+    store: Any, spec: StudySpec, data: DatasetSplits, idx: Tensor, progress: Progress | None, write: bool = True
+) -> dict[str, PreparedModel]:
+    """Every model prepared from ``store`` (its artefacts computed into it if missing); with ``write``, the
+    manifest and the dataset artefact stored too."""
+    exclude = idx if spec.dataset["split"] == "val" else None  # probes disjoint from evaluation samples
+    prepared = {e.name: _prepare_model(store, spec, e, data, progress, exclude) for e in spec.models}
+    if write:
+        store.init_manifest(_manifest(spec, _runtime(prepared)), spec.config_hash())
+        split, cooc = spec.dataset["split"], cooccurrence_matrix(data.train.y).double().tolist()
+        store.put_artefact("", "dataset", {"label_names": list(data.label_names), "cooccurrence": cooc, "split": split,
+                           "indices": idx.tolist(), "labels": getattr(data, split).y[idx].tolist()})  # fmt: skip
+    return prepared
+
+
+def _run_units(ctx: StudyContext, store: ResultsStore, progress: Progress | None, done_units: Any = ()) -> None:
+    """Execute ``ctx.units`` not yet stored (in ``store``, or listed in ``done_units``) into ``store``."""
+    spec, done = ctx.spec, Counter[tuple[str, str, int]]()
+    totals = Counter((u.model, u.method, u.seed) for u in ctx.units)
+    for unit in ctx.units:
+        key = (unit.model, unit.method, unit.seed)
+        pm = ctx.models[unit.model]
+        stored = unit in done_units
+        if not stored and not store.has_unit(unit.model, unit.method, unit.seed, list(unit.samples), len(pm.budgets)):
+            _execute(store, spec, unit, pm, ctx.x, ctx.dataset_indices)
+            ctx.computed += 1
+        done[key] += 1
+        if progress is not None:
+            spec_label = next(s for s in spec.method_specs if str(s) == unit.method).label
+            seed_label = f" seed {unit.seed}" if attack_info(unit.method)["stochastic"] else ""
+            progress(f"{unit.model} {spec_label}{seed_label}", done[key], totals[key])
+
+
+def _run_distributed(spec: StudySpec, out: Path, group: distributed.Group, progress: Progress | None) -> StudyContext:
+    """One rank's part of a torchrun study (:mod:`labelflip.study.distributed`): rank 0 merges leftover shards and
+    prepares every artefact into the main store, the others receive them; each rank runs its shard of the units not
+    stored into its own store shard; rank 0 merges the shards after a barrier."""
+    with ExitStack() as stack:
+        shared: tuple[distributed.SharedArtefacts, set[WorkUnit]] | None = None
+        with group.together("prepared the study"):
+            if group.rank == 0:
+                stack.enter_context(study_lock(out))  # the whole study, merges included
+                distributed.merge_shards(out)
+                with ResultsStore(out / "results.sqlite") as store:
+                    store.claim(spec.config_hash(), _provenance())
+                    data, idx, x = _samples(spec)
+                    prepared = _prepare_study(store, spec, data, idx, progress)
+                    plan = plan_units(list(prepared), spec.methods, spec.seeds, x.shape[0], spec.chunk)
+                    stored = {u for u in plan if store.has_unit(u.model, u.method, u.seed, list(u.samples),
+                                                               len(prepared[u.model].budgets))}  # fmt: skip
+                    shared = (distributed.SharedArtefacts.read(store, list(prepared)), stored)
+        artefacts, stored = group.broadcast(shared)
+        with group.together("ran their shards"):
+            if group.rank != 0:
+                data, idx, x = _samples(spec)
+                prepared = _prepare_study(artefacts, spec, data, idx, None, write=False)
+            plan = plan_units(list(prepared), spec.methods, spec.seeds, x.shape[0], spec.chunk)
+            ctx = StudyContext(spec, out, prepared, x, idx, shard(plan, group.rank, group.world))
+            mine = distributed.shard_path(out, group.rank)
+            with study_lock(out, name=f"rank{group.rank}"), ResultsStore(mine) as store:
+                store.claim(spec.config_hash())
+                _run_units(ctx, store, progress, stored)
+        with group.together("merged the shards"):
+            if group.rank == 0:
+                distributed.merge_shards(out)
+    return ctx
 
 
 def _execute(store: ResultsStore, spec: StudySpec, unit: WorkUnit, pm: PreparedModel, x: Tensor, idx: Tensor) -> None:

@@ -41,7 +41,7 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -188,14 +188,34 @@ def _set_override(d: dict[str, Any], dotted: str, raw: str) -> None:
     import yaml
 
     keys = dotted.split(".")
+    if (keys[0] == "models" and len(keys) > 1) or keys[-1] in _MODEL_KEYS:
+        fix = f"{keys[-1]!r} does not apply to --set: `models` is a list whose entries are set in the YAML file."
+        raise fail(_OWNER, "--set", "a key of a spec section", dotted, fix + " --models takes built-in names.")
+    if keys[0] == "budgets" and len(keys) == 2 and keys[1] in ("fractions", "absolute"):
+        d["budgets"] = {keys[1]: yaml.safe_load(raw)}  # one of the two: setting one replaces the other
+        return
     node = d
     for key in keys[:-1]:
         if key not in node or not isinstance(node[key], dict):
-            raise fail(_OWNER, "--set", f"a dotted path into the spec (no {key!r} section)", dotted)
+            fix = _elsewhere(key) or ("check the spelling." + did_you_mean(key, node))
+            raise fail(_OWNER, "--set", f"a dotted path into the spec (no {key!r} section)", dotted, fix)
         node = node[key]
     if keys[-1] not in node and keys[:2] != ["dataset", "config"]:
-        raise fail(_OWNER, "--set", "an existing key", dotted, "check the spelling." + did_you_mean(keys[-1], node))
+        fix = _elsewhere(keys[-1])
+        fix = fix or "check the spelling." + did_you_mean(keys[-1], node)
+        raise fail(_OWNER, "--set", "an existing key", dotted, fix)
     node[keys[-1]] = yaml.safe_load(raw)
+
+
+_MODEL_KEYS = ("factory", "weights", "mean", "std", "threshold")
+
+
+def _elsewhere(key: str) -> str:
+    """Where a key that exists but does not apply here lives (for --set errors), or ''."""
+    if key in DEFAULTS and not isinstance(DEFAULTS[key], dict):
+        return f"{key!r} exists but is not a section: --set {key}=VALUE."
+    where = [f"{k} (--set {k}.{key}=...)" for k, v in DEFAULTS.items() if isinstance(v, dict) and key in v]
+    return f"{key!r} exists but does not apply there; it is a key of {', '.join(where)}." if where else ""
 
 
 def _models(value: Any) -> list[ModelEntry]:
@@ -380,7 +400,19 @@ def load_spec(
             raise fail(_OWNER, "--set", "'key.path=value'", item)
         key, raw = item.split("=", 1)
         _set_override(d, key.strip(), raw)
-    return _validate(d)
+    spec = _validate(d)
+    if path is not None:  # a factory file and weights given in the YAML resolve beside it, not in the cwd
+        spec.models = [_beside(m, Path(path).resolve().parent) for m in spec.models]
+    return spec
+
+
+def _beside(entry: ModelEntry, base: Path) -> ModelEntry:
+    target, sep, attr = (entry.factory or "").rpartition(":")
+    if sep and target.endswith(".py") and not Path(target).is_absolute():
+        entry = replace(entry, factory=f"{base / target}:{attr}")
+    if entry.weights is not None and not Path(entry.weights).is_absolute():
+        entry = replace(entry, weights=str(base / entry.weights))
+    return entry
 
 
 def spec_from_dict(data: Mapping[str, Any]) -> StudySpec:

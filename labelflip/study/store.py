@@ -4,8 +4,10 @@ One row per (model, method, seed, budget, sample) with flips (total, up, down), 
 clean and adversarial confidences (float32 vectors) and timing. The primary key makes a duplicate row
 impossible; a *unit* of work (one model x method x seed x chunk of samples, all budgets) is written in one
 transaction, so a study killed at any point (Ctrl-C or ``kill -9``) leaves only complete units behind, and a
-rerun skips exactly those. The manifest (versions, git hash, device, seeds, config hash, model fingerprints)
-is stored alongside; a store refuses to resume under a different config hash or model fingerprint.
+rerun skips exactly those. The manifest (versions, git hash, engine hash, device, seeds, config hash, model
+fingerprints) is stored alongside; a store refuses to resume under a different config hash, model fingerprint or
+engine code (:meth:`ResultsStore.claim`), warns and records a resume under another labelflip/torch version or git
+hash (``resumed_with``), and lets a directory without stored results be reused by a new configuration.
 """
 
 from __future__ import annotations
@@ -169,15 +171,12 @@ class ResultsStore:
     def claim(self, config_hash: str, provenance: Mapping[str, Any] | None = None) -> None:
         """Tie the store to ``config_hash`` before any work (the runner's first step, under the study lock).
 
-        * Same config hash: a resume. If ``provenance`` (labelflip version, git hash, torch version, engine hash)
-          differs from the stored manifest's, a warning is logged and an entry appended to the manifest's
-          ``resumed_with`` list; a different **engine hash** (the code that computes the numbers,
-          :func:`engine_hash`) is refused, since the resumed rows would come from different code. A different
-          version string, git hash or torch version with the same engine code only warns (torch kernels may move
-          the last bits of a float; flips are counted from the same code).
-        * A directory with **no stored results** (a run that failed before its first unit: a typo'd model name, a
-          missing weights file, a bad budget) is reused whatever it holds: the failed run's manifest and
-          artefacts are discarded (a log warning says so) and the new configuration claims it.
+        * No stored results (a run that failed before its first unit: a typo'd model, a missing weights file): the
+          directory is reused whatever it holds; a failed run's manifest and artefacts are discarded (logged).
+        * Same config hash: a resume. A ``provenance`` (labelflip/torch version, git hash, engine hash) differing
+          from the manifest's is logged and appended to its ``resumed_with``; a different **engine hash**
+          (:func:`engine_hash`: the code computing the numbers) is refused: resumed rows would come from other
+          code. Same engine code, other versions: only a warning (torch kernels may move a float's last bits).
         * Stored results of a different configuration: refused (:meth:`check_config`).
         """
         manifest = self.manifest()
@@ -227,18 +226,13 @@ class ResultsStore:
         history = [*manifest.get("resumed_with", []), entry]
         with self._transaction():
             self._db.execute("INSERT OR REPLACE INTO manifest VALUES (?, ?)", ("resumed_with", json.dumps(history)))
-        log.warning(
-            "%s: resuming a study started under %s (now %s); same engine code, so the numbers are computed the "
-            "same way; recorded in the manifest's resumed_with",
-            self.path.parent,
-            ", ".join(f"{k} {a}" for k, (a, _) in changed.items()),
-            ", ".join(f"{k} {b}" for k, (_, b) in changed.items()),
-        )
+        was, now_ = (", ".join(f"{k} {v[i]}" for k, v in changed.items()) for i in (0, 1))
+        log.warning("%s: resuming a study started under %s (now %s), same engine code: recorded in resumed_with",
+                    self.path.parent, was, now_)  # fmt: skip
 
     def init_manifest(self, manifest: Mapping[str, Any], config_hash: str) -> None:
-        """Write the manifest once (at the first run that reaches its units), or check that a stored study has
-        the same config hash (refuse otherwise). Keys already stored (``config_hash``, fingerprints,
-        ``resumed_with``) are kept."""
+        """Write the manifest once (the first run reaching its units; keys already stored are kept), or check that
+        a stored study has the same config hash (refuse otherwise)."""
         self.check_config(config_hash)
         stored = self.manifest()
         if "spec" in stored:
@@ -312,6 +306,19 @@ class ResultsStore:
             self._db.executemany(f"INSERT INTO results ({', '.join(_COLUMNS)}) VALUES ({placeholders})", values)
             for (model, kind), value in (artefacts or {}).items():
                 self._db.execute("INSERT OR REPLACE INTO artefacts VALUES (?, ?, ?)", (model, kind, json.dumps(value)))
+
+    def merge_from(self, other: str | Path) -> int:
+        """Copy the rows and artefacts of store ``other`` (a rank's shard) in one transaction; returns the rows
+        added. Idempotent: a row whose key is already here is kept, never duplicated (units are merged whole)."""
+        before, cols = self.count(), ", ".join(_COLUMNS)
+        self._db.execute("ATTACH DATABASE ? AS shard", (str(other),))
+        try:
+            with self._transaction():
+                self._db.execute(f"INSERT OR IGNORE INTO results ({cols}) SELECT {cols} FROM shard.results")
+                self._db.execute("INSERT OR REPLACE INTO artefacts SELECT model, kind, value FROM shard.artefacts")
+        finally:
+            self._db.execute("DETACH DATABASE shard")
+        return self.count() - before
 
     def count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM results").fetchone()[0])

@@ -21,7 +21,7 @@ from typing import Any
 
 from labelflip._validation import LabelflipError, fail
 from labelflip.data import DatasetSplits, SyntheticConfig, default_dataset
-from labelflip.models.checkpoints import fingerprint, load_checkpoint, save_checkpoint
+from labelflip.models.checkpoints import fingerprint, load_checkpoint, read_metadata, save_checkpoint
 from labelflip.models.registry import MODELS, LoadedModel
 from labelflip.zoo.training import ProgressCallback, TrainConfig, evaluate_model, train_model
 
@@ -29,6 +29,7 @@ __all__ = [
     "BuiltinModel",
     "ModelSpec",
     "TrainConfig",
+    "cached_metrics",
     "default_cache_dir",
     "default_dataset",
     "evaluate_model",
@@ -93,6 +94,19 @@ def default_cache_dir() -> Path:
     """``$LABELFLIP_CACHE`` if set, else ``~/.cache/labelflip``."""
     env = os.environ.get("LABELFLIP_CACHE")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "labelflip"
+
+
+def cached_metrics(name: str, cache_dir: str | os.PathLike[str] | None = None) -> dict[str, float] | None:
+    """The stored quality metrics of built-in model ``name`` trained on the default dataset, if its checkpoint is
+    cached (nothing is trained or generated: the fingerprint comes from the default config); else ``None``."""
+    spec = model_spec(name)
+    directory = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    fp = fingerprint(SyntheticConfig(), spec.train_config, spec.arch, spec.arch_kwargs)
+    path = directory / f"{spec.name}-{fp}.safetensors"
+    try:
+        return dict(read_metadata(path).get("metrics", {})) if path.is_file() else None
+    except LabelflipError:
+        return None
 
 
 def load_builtin(

@@ -63,6 +63,69 @@ def test_class_matches_reference_loops(gamma: float, normalize_z: bool) -> None:
                 assert sorted(torch.nonzero(got[i]).flatten().tolist()) == ref, (k, b, d, i)
 
 
+def _assert_matches_reference(probs, target, icm, ks, gamma, b, d, normalize_z) -> None:
+    phat = flippability(probs, target)
+    for k in ks:
+        got = class_subsets(probs, target, icm, k, gamma=gamma, branches=b, depth=d, normalize_z=normalize_z)
+        for i in range(probs.shape[0]):
+            m = (icm if icm.ndim == 2 else icm[i]).numpy()
+            ref = reference_class(phat[i], m, k, gamma, b, d, normalize_z)
+            assert sorted(torch.nonzero(got[i]).flatten().tolist()) == ref, (k, gamma, b, d, normalize_z, i)
+
+
+@pytest.mark.parametrize("gamma", [0.05, 0.5, 1.0])
+@pytest.mark.parametrize("normalize_z", [True, False])
+def test_class_matches_reference_loops_k80(gamma: float, normalize_z: bool) -> None:
+    """The paper's K = 80 with the full b = d = 4 tree: every level of look-ahead and several rounds reused."""
+    rng = np.random.default_rng(80 + int(gamma * 100) + normalize_z)
+    probs = torch.tensor(rng.uniform(0.01, 0.99, (2, 80)))
+    target = (probs <= 0.5).double()
+    icm = instance_correlation_matrices(torch.tensor(rng.uniform(0, 1, (80, 80))), target)
+    _assert_matches_reference(probs, target, icm, (9,), gamma, 4, 4, normalize_z)
+
+
+@pytest.mark.parametrize("levels", [4, 8, 10])
+def test_class_matches_reference_loops_with_ties(levels: int) -> None:
+    """Confidences and correlations on a coarse grid (many exactly equal scores and objectives): the tie rules
+    (higher label index first, first leaf with the maximal objective) decide most choices."""
+    rng = np.random.default_rng(levels)
+    probs = torch.tensor(np.round(rng.uniform(0, 1, (3, 16)) * levels) / levels)
+    target = (probs <= 0.5).double()
+    icm = instance_correlation_matrices(torch.tensor(np.round(rng.uniform(0, 1, (16, 16)) * levels) / levels), target)
+    for gamma in (0.0, 0.5, 1.0):
+        for normalize_z in (True, False):
+            _assert_matches_reference(probs, target, icm, (3, 7), gamma, 3, 3, normalize_z)
+
+
+@pytest.mark.parametrize(("b", "d"), [(2, 3), (1, 4), (5, 1), (30, 2)])
+def test_class_matches_reference_loops_up_to_k_minus_one(b: int, d: int) -> None:
+    """Long searches (k up to K - 1): the look-ahead shrinks in the last rounds and r = min(b, K - |T|) < b."""
+    rng = np.random.default_rng(b * 10 + d)
+    probs = torch.tensor(rng.uniform(0.01, 0.99, (2, 12)))
+    target = (probs <= 0.5).double()
+    u = torch.tensor(rng.uniform(0, 1, (12, 12)))
+    _assert_matches_reference(probs, target, instance_correlation_matrices(u, target), (11, 8), 0.5, b, d, True)
+    _assert_matches_reference(probs, target, u, (11,), 0.0, b, d, False)  # one (K, K) matrix for all samples
+
+
+def test_class_rows_are_independent_and_icm_may_be_shared() -> None:
+    """A sample's subset depends on its own row only (not on the batch), and one (K, K) matrix equals that matrix
+    repeated per sample."""
+    rng = np.random.default_rng(7)
+    probs = torch.tensor(rng.uniform(0.01, 0.99, (9, 30)))
+    target = (probs <= 0.5).double()
+    u = torch.tensor(rng.uniform(0, 1, (30, 30)))
+    icm = instance_correlation_matrices(u, target)
+    for gamma in (0.0, 0.3):
+        whole = class_subsets(probs, target, icm, 17, gamma=gamma)
+        assert (whole.sum(1) == 17).all()
+        assert torch.equal(class_subsets(probs[3:5], target[3:5], icm[3:5], 17, gamma=gamma), whole[3:5])
+        assert torch.equal(
+            class_subsets(probs, target, u, 17, gamma=gamma),
+            class_subsets(probs, target, u.expand(9, 30, 30), 17, gamma=gamma),
+        )
+
+
 def test_class_gamma_zero_takes_most_flippable_labels() -> None:
     """gamma = 0: the score is P^ alone, so CLASS picks the k labels closest to flipping."""
     probs = torch.tensor([[0.9, 0.45, 0.2, 0.55, 0.05]])

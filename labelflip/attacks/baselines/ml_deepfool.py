@@ -28,6 +28,7 @@ This module also holds the helpers the three baselines share (:func:`label_jacob
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -39,7 +40,15 @@ from labelflip.attacks.base import Batch, MinimumNormAttack
 from labelflip.attacks.registry import ATTACKS
 from labelflip.models import MultiLabelModel
 
-__all__ = ["MLDeepFool", "attacked_labels", "label_jacobian", "min_norm_step", "record_outcome", "threshold_logits"]
+__all__ = [
+    "BestIterate",
+    "MLDeepFool",
+    "attacked_labels",
+    "label_jacobian",
+    "min_norm_step",
+    "record_outcome",
+    "threshold_logits",
+]
 
 _OWNER = "MLDeepFool"
 _PINV_RTOL = 1e-10  # eigenvalues of A A^T below this fraction of the largest count as zero (rank deficiency)
@@ -95,7 +104,7 @@ def record_outcome(
     ``labels_on_target``: attacked labels on target in the returned input. Extra keyword lists are appended too.
     """
     status = []
-    for best, clean, n, reason in zip(best_score.tolist(), clean_score.tolist(), needed.tolist(), reasons):
+    for best, clean, n in zip(best_score.tolist(), clean_score.tolist(), needed.tolist(), strict=True):
         if clean == n:
             status.append("already_on_target")
         elif best == n:
@@ -113,6 +122,34 @@ def perturbation_norm(delta: Tensor, norm: str) -> Tensor:
     """``(N,)`` L-inf or L2 norm of ``delta`` ``(N, ...)``."""
     flat = delta.flatten(1)
     return flat.abs().amax(dim=1) if norm == "linf" else flat.norm(dim=1)
+
+
+@dataclass
+class BestIterate:
+    """Each sample's best iterate so far: most attacked labels on target, then the smallest perturbation
+    ``||x_k - x||`` in ``kind`` (the published ML-DeepFool code compared the image norm ``||x_k||``: fixed here).
+    Starts at the clean input (score = its labels on target, norm 0), so a sample that never improves returns it.
+
+    Attributes: ``adv`` ``(N, ...)``, ``score`` ``(N,)`` int64, ``norm`` ``(N,)`` float64, ``kind`` (linf or l2).
+    """
+
+    adv: Tensor
+    score: Tensor
+    norm: Tensor
+    kind: str
+
+    @classmethod
+    def start(cls, x0: Tensor, clean_score: Tensor, kind: str) -> BestIterate:
+        return cls(
+            x0.clone(), clean_score.clone(), torch.zeros(x0.shape[0], dtype=torch.float64, device=x0.device), kind
+        )
+
+    def update(self, idx: Tensor, xk: Tensor, x0: Tensor, score: Tensor) -> None:
+        """Offer iterates ``xk`` ``(n, ...)`` with clean inputs ``x0`` and scores ``(n,)`` for samples ``idx``."""
+        norm = perturbation_norm(xk.double() - x0.double(), self.kind)
+        better = (score > self.score[idx]) | ((score == self.score[idx]) & (norm < self.norm[idx]))
+        sel = idx[better]
+        self.adv[sel], self.score[sel], self.norm[sel] = xk[better], score[better], norm[better]
 
 
 def min_norm_step(a: Tensor, b: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
@@ -207,8 +244,7 @@ class MLDeepFool(MinimumNormAttack):
         prob_th = model.threshold.to(x0).expand(k)
         scale = 1.0 if self.published else 1.0 + self.overshoot
         clean_score = on_target(batch.clean_pred, batch, mask)
-        best_adv, best_score = x0.clone(), clean_score.clone()
-        best_norm = torch.zeros(n, dtype=torch.float64, device=x0.device)
+        best = BestIterate.start(x0, clean_score, self.norm)
         r_tot = torch.zeros(x0.shape, dtype=torch.float64, device=x0.device)
         active = clean_score < needed
         reasons = ["on_target" if not a else "max_iterations" for a in active.tolist()]
@@ -226,11 +262,8 @@ class MLDeepFool(MinimumNormAttack):
                     z, jac = model(xk), None
             pred = model.predict_from_probabilities(torch.sigmoid(z))
             score = ((pred == target[idx]) & mask[idx]).sum(dim=1)
-            if it > 0:  # keep the best iterate: more labels on target, then the smaller perturbation (fixed tie-break)
-                norm = perturbation_norm(xk.double() - x0[idx].double(), self.norm)
-                better = (score > best_score[idx]) | ((score == best_score[idx]) & (norm < best_norm[idx]))
-                sel = idx[better]
-                best_adv[sel], best_score[sel], best_norm[sel] = xk[better], score[better], norm[better]
+            if it > 0:
+                best.update(idx, xk, x0[idx], score)
             done = score == needed[idx]
             for i in idx[done].tolist():
                 reasons[i] = "on_target"
@@ -263,5 +296,5 @@ class MLDeepFool(MinimumNormAttack):
             go = ~stop
             r_tot[idx[go]] += delta[go].view((-1, *x0.shape[1:]))
             active[idx[stop]] = False
-        record_outcome(batch, best_score, clean_score, needed, reasons, iterations=iterations, singular_steps=singular)
-        return best_adv
+        record_outcome(batch, best.score, clean_score, needed, reasons, iterations=iterations, singular_steps=singular)
+        return best.adv

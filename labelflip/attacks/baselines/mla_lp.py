@@ -12,29 +12,23 @@ Each outer iteration (published: 10) linearises the per-label BCE toward the tar
 **Adaptive target** [R]: after a step, an attacked label still off target moves ``tau`` 0.05 toward its target
 (``t = 0``: down to 0.1, ``t = 1``: up to 0.9).
 
-**Solving** (exact, SPEC §3.4): for fixed z the feasibility LP ``phi(z) = min sum(s) s.t. A r - s <= Delta, s >= 0``
-with bounds ``max(lo, -z) <= r <= min(hi, z)`` is convex, non-increasing and piecewise linear in z, and ``z* = min{z
-: phi(z) = 0}``. ``search="bisect"`` bisects ``[z_lb, z_box]`` to relative accuracy ``rtol`` (``z_lb = max_j
--Delta_j / ||A_j||_1``, each row alone; ``z_box`` the whole box, which decides infeasibility); ``"secant"``
-(default) steps to the root of the secant through the two latest infeasible points, a lower bound on ``z*`` by
-convexity, and probes just above it (exact on the last linear piece; typically 2-5 LPs instead of ~17);
-``"full"`` solves the LP above in one go (``d + 1`` variables, ``m + 2d`` rows; slow beyond a few thousand ``d``).
+**Solving** (exact, SPEC §3.4): for fixed z, ``phi(z) = min sum(s) s.t. A r - s <= Delta, s >= 0, max(lo, -z) <= r <=
+min(hi, z)`` is convex, non-increasing and piecewise linear in z, and ``z* = min{z : phi(z) = 0}``. ``"bisect"``
+bisects ``[z_lb, z_box]`` to relative accuracy ``rtol`` (``z_lb = max_j -Delta_j / ||A_j||_1``, each row alone;
+``z_box``, the whole box, decides infeasibility). ``"secant"`` (default) jumps to the root of the secant through the
+two latest infeasible points, a lower bound on ``z*`` by convexity, and probes just above it: exact once on the last
+linear piece, typically 2-5 LPs instead of ~17. (The LP in one go, ``d + 1`` variables and ``m + 2d`` rows, is slow.)
 
 **Infeasible** linearisations (some label cannot reach its target within the box): ``infeasible="drop"``
 (default) drops the labels the least-violation solution at the box leaves violated and solves for the rest
 (counted in ``result.extra["dropped_labels"]``); ``"stop"`` stops the sample (the published solver failure).
 
-**Reduction** (``d > max_dim``, or ``block``/``topk`` given): ``block=k`` perturbs k x k blocks per channel (the LP
-sees sum-pooled Jacobian rows; a block's box is the intersection of its pixels' boxes; d / k^2); ``topk=K`` keeps
-the K coordinates with the largest ``sum_j |A_ji|``, the rest fixed to 0. Both give feasible (upper-bound) steps of
-the full problem. Auto: blocks for images, top-K for vectors.
-
-**L2** (``norm="l2"``): ``min ||r||_2`` under the same constraints (a QP), solved exactly through its m-dimensional
-dual ``max_{lam >= 0} min_{lo <= r <= hi} ||r||^2 / 2 + lam^T (A r - Delta)`` (``r(lam) = clip(-A^T lam, lo, hi)``)
-with L-BFGS-B; infeasibility is certified by the feasibility LP at the box.
-
-Different samples' problems are solved in ``workers`` processes (``1``: inline). ``time_limit`` is per sample over
-all its solves and passed to HiGHS. A timeout or solver failure stops the sample and keeps its best iterate.
+**Reduction** (``d > max_dim``, or ``block``/``topk`` given): ``block=k`` perturbs k x k blocks per channel (sum-pooled
+Jacobian rows, the intersection of the pixels' boxes; d / k^2), ``topk=K`` only the K coordinates with the largest
+``sum_j |A_ji|``; both give feasible (upper-bound) steps of the full problem. Auto: blocks for images, else top-K.
+**L2** (``norm="l2"``): ``min ||r||_2`` under the same constraints, a QP solved exactly (:func:`min_l2_step`).
+Samples are solved in ``workers`` processes; ``time_limit`` (per sample, all its solves) is passed to HiGHS; a
+timeout or solver failure stops the sample, which keeps its best iterate.
 """
 
 from __future__ import annotations
@@ -48,20 +42,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
-from scipy.optimize import linprog, minimize
+from scipy.optimize import linprog
 from torch import Tensor, nn
 
 from labelflip._registry import Param
 from labelflip._validation import check_choice, check_float, check_int
 from labelflip.attacks.base import Batch, MinimumNormAttack
 from labelflip.attacks.baselines.ml_deepfool import (
+    BestIterate,
     attacked_labels,
     label_jacobian,
     on_target,
-    perturbation_norm,
     record_outcome,
 )
 from labelflip.attacks.registry import ATTACKS
@@ -97,9 +90,11 @@ def min_linf_step(
     search: str = "secant",
     rtol: float = 1e-3,
     time_limit: float = math.inf,
+    box_first: bool = False,
 ) -> StepSolution:
-    """``min ||r||_inf  s.t.  a r <= delta,  lo <= r <= hi`` (``a`` ``(m, d)``, ``lo <= 0 <= hi``), exact to ``rtol``
-    (``search="full"``: to HiGHS's tolerances). The searches are described in the module docstring."""
+    """``min ||r||_inf  s.t.  a r <= delta,  lo <= r <= hi`` (``a`` ``(m, d)``, ``lo <= 0 <= hi``), exact to relative
+    accuracy ``rtol``, by a ``"secant"`` or ``"bisect"`` search over feasibility LPs (module docstring).
+    ``box_first`` probes the whole box first (bisection always does): cheaper when infeasibility is likely."""
     start = time.perf_counter()
     deadline = start + time_limit
     m, d = a.shape
@@ -111,40 +106,28 @@ def min_linf_step(
         z = z if r is not None else math.inf
         return StepSolution(r, z, status, solves, time.perf_counter() - start, violated)
 
-    def lp(cost: np.ndarray, a_ub: Any, b_ub: np.ndarray, bounds: np.ndarray) -> Any:
-        nonlocal solves
-        solves += 1
-        opts = {"time_limit": max(deadline - time.perf_counter(), 1e-6)} if math.isfinite(time_limit) else {}
-        res = linprog(cost, A_ub=a_ub, b_ub=b_ub, bounds=bounds, method="highs", options=opts)
-        return res, {0: "optimal", 1: "timeout", 2: "infeasible"}.get(res.status, "solver_error")
-
     if m == 0 or phi0 == 0.0:
         return done(np.zeros(d), 0.0, "optimal")
-    if search == "full":
-        eye, ones = sp.identity(d, format="csr"), np.ones((d, 1))
-        a_ub = sp.vstack(
-            [sp.hstack([sp.csr_matrix(a), sp.csr_matrix((m, 1))]), sp.hstack([eye, -ones]), sp.hstack([-eye, -ones])]
-        )
-        cost = np.r_[np.zeros(d), 1.0]
-        res, status = lp(cost, a_ub.tocsr(), np.r_[delta, np.zeros(2 * d)], np.r_[np.c_[lo, hi], [[0.0, z_box]]])
-        return done(res.x[:d], float(res.x[-1]), status) if status == "optimal" else done(None, 0.0, status)
-
     cost, a_ub, slack = np.r_[np.zeros(d), np.ones(m)], np.hstack([a, -np.eye(m)]), np.tile([0.0, np.inf], (m, 1))
     tol = 1e-9 * max(1.0, float(np.abs(delta).max()))
 
     def phi(z: float) -> tuple[float, np.ndarray | None, str]:
+        nonlocal solves
         if time.perf_counter() >= deadline:
             return math.inf, None, "timeout"
-        res, status = lp(cost, a_ub, delta, np.r_[np.c_[np.maximum(lo, -z), np.minimum(hi, z)], slack])
-        if status != "optimal":  # the slack LP is always feasible: anything else is a solver problem
-            return math.inf, None, "timeout" if status == "timeout" else "solver_error"
+        solves += 1
+        opts = {"time_limit": max(deadline - time.perf_counter(), 1e-6)} if math.isfinite(time_limit) else {}
+        bounds = np.r_[np.c_[np.maximum(lo, -z), np.minimum(hi, z)], slack]
+        res = linprog(cost, A_ub=a_ub, b_ub=delta, bounds=bounds, method="highs", options={"presolve": False, **opts})
+        if res.status != 0:  # the slack LP is always feasible: anything else is a solver problem (1: time limit)
+            return math.inf, None, "timeout" if res.status == 1 else "solver_error"
         return float(res.fun), res.x, "optimal"
 
     with np.errstate(divide="ignore"):
         z_lb = float(np.max(np.where(delta < 0, -delta / np.abs(a).sum(axis=1), 0.0)))
     z_lo, z_hi, r_hi = min(z_lb, z_box), z_box, None
     left = [(0.0, phi0)]  # infeasible points (z, phi(z)) for the secant
-    z = z_box if search == "bisect" else z_lo  # bisection certifies the box first
+    z = z_box if search == "bisect" or box_first else z_lo
     for _ in range(200):
         val, sol, status = phi(z)
         if status != "optimal" or sol is None:
@@ -159,7 +142,9 @@ def min_linf_step(
         if r_hi is not None and z_hi - z_lo <= rtol * z_hi:
             return done(r_hi, z_hi, "optimal")
         (za, pa), (zb, pb) = left[-2:] if len(left) > 1 else (left[-1], left[-1])
-        if search == "secant" and pa > pb:
+        if search == "secant" and len(left) == 1:  # the box was probed first: the row-wise lower bound next
+            z = z_lo
+        elif search == "secant" and pa > pb:
             # the secant of a convex non-increasing function through two points left of z* stays below it, so its
             # root is a lower bound on z*: probe just above it
             z_lo = max(z_lo, min(zb + pb * (zb - za) / (pa - pb), z_hi))
@@ -174,8 +159,8 @@ def min_linf_step(
 def min_l2_step(
     a: np.ndarray, delta: np.ndarray, lo: np.ndarray, hi: np.ndarray, *, time_limit: float = math.inf
 ) -> StepSolution:
-    """``min ||r||_2  s.t.  a r <= delta,  lo <= r <= hi``: feasibility is certified first by the HiGHS feasibility LP
-    at the whole box (one LP), then the QP is solved exactly through its m-dimensional dual with L-BFGS-B."""
+    """``min ||r||_2  s.t.  a r <= delta, lo <= r <= hi``: feasibility certified by one LP at the box, then the concave
+    dual over ``lam >= 0`` (``r(lam) = clip(-a^T lam, lo, hi)``) maximised exactly by projected Newton steps."""
     start = time.perf_counter()
     m, d = a.shape
     if m == 0 or np.all(delta >= 0):
@@ -183,32 +168,42 @@ def min_l2_step(
     check = min_linf_step(a, delta, lo, hi, search="bisect", rtol=math.inf, time_limit=time_limit)
     if check.status != "optimal":
         return check
+    tol = 1e-10 * max(1.0, float(np.abs(delta).max()))
 
-    def neg_dual(lam: np.ndarray) -> tuple[float, np.ndarray]:
-        r = np.clip(-(a.T @ lam), lo, hi)
-        slack = a @ r - delta
-        return -(0.5 * float(r @ r) + float(lam @ slack)), -slack
+    def primal(lam: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        u = -(a.T @ lam)
+        r = np.clip(u, lo, hi)
+        return r, (u > lo) & (u < hi), 0.5 * float(r @ r) + float(lam @ (a @ r - delta))
 
-    def stop(_: Any) -> None:
-        if time.perf_counter() - start > time_limit:
-            raise StopIteration
-
-    opts = {"maxiter": 1000, "ftol": 1e-15, "gtol": 1e-12}
-    res = minimize(
-        neg_dual, np.zeros(m), jac=True, method="L-BFGS-B", bounds=[(0, None)] * m, callback=stop, options=opts
-    )
-    r = np.clip(-(a.T @ res.x), lo, hi)
+    lam = np.zeros(m)
+    r, free, val = primal(lam)
+    for _ in range(200):
+        g = a @ r - delta
+        if np.max(np.abs(np.where(lam > 0, g, np.maximum(g, 0.0)))) <= tol or time.perf_counter() - start > time_limit:
+            break
+        s = (lam > 0) | (g > 0)  # the multipliers that may move
+        af = a[s][:, free]
+        h = np.einsum("id,jd->ij", af, af)  # no BLAS: OpenBLAS threads spin badly on small products
+        step = np.zeros(m)
+        step[s] = np.linalg.solve(h + (1e-12 * (np.trace(h) + 1.0)) * np.eye(len(h)), g[s])
+        t = 1.0
+        while True:  # projected Armijo backtracking (q is concave)
+            cand = np.maximum(lam + t * step, 0.0)
+            r_c, free_c, val_c = primal(cand)
+            if val_c >= val + 1e-4 * float(g @ (cand - lam)) or t < 1e-12:
+                break
+            t /= 2
+        lam, r, free, val = cand, r_c, free_c, val_c
     seconds = time.perf_counter() - start
     if float(np.max(a @ r - delta)) <= 1e-6 * max(1.0, float(np.abs(delta).max())):
-        return StepSolution(r, float(np.linalg.norm(r)), "optimal", 1 + check.solves, seconds)
-    # feasible but the dual did not converge in time: fall back on the feasible L-inf step (a valid, larger step)
-    status = "timeout" if seconds > time_limit else "optimal"
-    return StepSolution(check.r, float(np.linalg.norm(check.r)), status, 1 + check.solves, seconds)
+        return StepSolution(r, float(np.linalg.norm(r)), "optimal", check.solves, seconds)
+    status = "timeout" if seconds > time_limit else "optimal"  # not converged: the feasible L-inf step instead
+    return StepSolution(check.r, float(np.linalg.norm(check.r)), status, check.solves, seconds)
 
 
 def _solve_task(job: tuple[Any, ...]) -> StepSolution:
-    """One sample's step (run in a worker process). With ``drop``: rows that no step in the box satisfies alone are
-    dropped first, and if the rest is jointly infeasible, the rows its least-violation solution violates."""
+    """One sample's step (in a worker process). ``drop``: rows no step in the box satisfies alone are dropped, then,
+    if the rest is infeasible, the rows its least-violation solution violates."""
     norm, a, delta, lo, hi, search, rtol, time_limit, drop = job
     start, dropped, solves = time.perf_counter(), 0, 0
     if drop:
@@ -220,8 +215,10 @@ def _solve_task(job: tuple[Any, ...]) -> StepSolution:
             sol = StepSolution(None, math.inf, "timeout")
         elif norm == "l2":
             sol = min_l2_step(a, delta, lo, hi, time_limit=left)
-        else:
-            sol = min_linf_step(a, delta, lo, hi, search=search, rtol=rtol, time_limit=left)
+        else:  # in drop mode, certify the box first; after dropping, the rest is known feasible there
+            sol = min_linf_step(
+                a, delta, lo, hi, search=search, rtol=rtol, time_limit=left, box_first=drop and not retry
+            )
         solves += sol.solves
         if retry or not (drop and sol.status == "infeasible" and sol.violated is not None and sol.violated.size):
             break
@@ -257,7 +254,7 @@ def _pool(v: Tensor, k: int, pad: float, op: str) -> Tensor:
         Param("steps", int, 10, "outer iterations (published: 10)", low=1),
         Param("workers", int, 1, "processes solving different samples' problems in parallel (1: inline)", low=1),
         Param("time_limit", float, 600.0, "seconds per sample over all its solves (passed to HiGHS)", low=0.0),
-        Param("search", str, "secant", "how z is found: secant, bisect or full"),
+        Param("search", str, "secant", "how z is found: secant or bisect"),
         Param("rtol", float, 1e-3, "relative accuracy of z", low=0.0),
         Param("infeasible", str, "drop", "an infeasible step: drop the violated labels, or stop (published)"),
         Param("block", int, 0, "perturb k x k pixel blocks (0: automatic above max_dim)", low=0),
@@ -268,20 +265,13 @@ def _pool(v: Tensor, k: int, pad: float, op: str) -> Tensor:
     description="MLA-LP: minimum-L-inf steps under linearised per-label BCE constraints, by LP (SciPy HiGHS)",
 )
 class MLALP(MinimumNormAttack):
-    """MLA-LP, a minimum-norm attack (module docstring). Example::
+    """MLA-LP, a minimum-norm attack (module docstring): ``MLALP(model, workers=2)(x, eps=[0.01, 1.0])``.
 
-        res = MLALP(model, workers=2)(x, eps=[0.01, 1.0])
-        res.min_norm, res.extra["status"], res.extra["stop_reason"]
-
-    Args:
-        model: the classifier (logits).
-        steps: outer iterations (published 10).
-        workers: processes solving different samples' problems in parallel (``1``: in this process).
-        time_limit: seconds per sample over all its solves; out of time, it stops with ``"timeout"``.
-        search: ``"secant"``, ``"bisect"`` or ``"full"``; rtol: relative accuracy of ``z``.
-        infeasible: ``"drop"`` (the violated labels, then solve for the rest) or ``"stop"``.
-        block, topk, max_dim: the dimension reduction.
-        norm: ``"linf"`` (LP) or ``"l2"`` (QP step); batch_size, return_adv: see :class:`~labelflip.attacks.Attack`.
+    Args: ``steps`` outer iterations (published 10); ``workers`` processes solving different samples' problems
+    (``1``: in this process); ``time_limit`` seconds per sample over all its solves (then ``"timeout"``);
+    ``search`` (``"secant"``/``"bisect"``) and ``rtol``, the accuracy of z; ``infeasible`` (``"drop"``/``"stop"``);
+    ``block``, ``topk``, ``max_dim``: the reduction; ``norm``: ``"linf"`` (LP) or ``"l2"`` (QP step); ``batch_size``,
+    ``return_adv``: see :class:`~labelflip.attacks.Attack`.
 
     ``result.extra``: per-sample ``status``, ``stop_reason``, ``labels_on_target``, ``iterations``, ``solves``,
     ``solver_s``, ``dropped_labels``; ``reduction`` = ``(block, topk)`` used.
@@ -306,7 +296,7 @@ class MLALP(MinimumNormAttack):
         self.steps = check_int(_OWNER, "steps", steps, low=1)
         self.workers = check_int(_OWNER, "workers", workers, low=1)
         self.time_limit = check_float(_OWNER, "time_limit", time_limit, low=0.0, low_inclusive=False)
-        self.search = check_choice(_OWNER, "search", search, ("secant", "bisect", "full"))
+        self.search = check_choice(_OWNER, "search", search, ("secant", "bisect"))
         self.rtol = check_float(_OWNER, "rtol", rtol, low=0.0, low_inclusive=False)
         self.infeasible = check_choice(_OWNER, "infeasible", infeasible, ("drop", "stop"))
         self.block, self.topk = check_int(_OWNER, "block", block, low=0), check_int(_OWNER, "topk", topk, low=0)
@@ -324,15 +314,13 @@ class MLALP(MinimumNormAttack):
         with ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             return self._run(batch, pool.map)
 
-    def _reduce(self, a: Tensor, lo: Tensor, hi: Tensor, block: int, topk: int) -> tuple[Tensor, ...]:
+    @staticmethod
+    def _reduce(a: Tensor, lo: Tensor, hi: Tensor, block: int, topk: int) -> tuple[Tensor, ...]:
         """Rows ``(n, m, *shape)`` and box ``(n, *shape)`` -> flat reduced ``(a, lo, hi, index or None)``."""
         n, m = a.shape[:2]
         if block > 1:
-            a, lo, hi = (
-                _pool(a, block, 0.0, "sum"),
-                _pool(lo, block, -math.inf, "amax"),
-                _pool(hi, block, math.inf, "amin"),
-            )
+            a = _pool(a, block, 0.0, "sum")
+            lo, hi = _pool(lo, block, -math.inf, "amax"), _pool(hi, block, math.inf, "amin")
         a, lo, hi = a.reshape(n, m, -1), lo.reshape(n, -1), hi.reshape(n, -1)
         if not 0 < topk < a.shape[2]:
             return a, lo, hi, None
@@ -361,8 +349,7 @@ class MLALP(MinimumNormAttack):
         mask, t = attacked_labels(batch), batch.target.to(torch.float64)
         needed, clean_score = mask.sum(dim=1), on_target(batch.clean_pred, batch, mask)
         tau = model.threshold.to(device=x0.device, dtype=torch.float64).expand(n, k).clone()
-        best_adv, best_score = x0.clone(), clean_score.clone()
-        best_norm = torch.zeros(n, dtype=torch.float64, device=x0.device)
+        best = BestIterate.start(x0, clean_score, self.norm)
         xk, active = x0.clone(), clean_score < needed
         reasons = ["max_iterations" if a else "on_target" for a in active.tolist()]
         iterations, solves, dropped = (torch.zeros(n, dtype=torch.int64) for _ in range(3))
@@ -377,10 +364,7 @@ class MLALP(MinimumNormAttack):
                     z, jac = model(xk[idx]), None
             hit = model.predict_from_probabilities(torch.sigmoid(z)) == batch.target[idx].bool()
             score = (hit & mask[idx]).sum(dim=1)
-            norm = perturbation_norm(xk[idx].double() - x0[idx].double(), self.norm)
-            better = (score > best_score[idx]) | ((score == best_score[idx]) & (norm < best_norm[idx]))
-            sel = idx[better]
-            best_adv[sel], best_score[sel], best_norm[sel] = xk[idx][better], score[better], norm[better]
+            best.update(idx, xk[idx], x0[idx], score)
             for i in idx[score == needed[idx]].tolist():
                 reasons[i] = "on_target"
             return z, jac, hit
@@ -427,8 +411,6 @@ class MLALP(MinimumNormAttack):
             xk[idx] = (xd + self._expand(steps, shape, block, index).to(x0.device)).clamp(low, high).to(x0.dtype)
         if bool(moved.any()):  # a solver stopped early may still have returned a feasible step: evaluate it
             track(moved.nonzero().flatten(), jacobian=False)
-        record_outcome(
-            batch, best_score, clean_score, needed, reasons, iterations=iterations, solves=solves, solver_s=spent.tolist(),
-            dropped_labels=dropped,
-        )  # fmt: skip
-        return best_adv
+        per_sample = {"iterations": iterations, "solves": solves, "solver_s": spent.tolist(), "dropped_labels": dropped}
+        record_outcome(batch, best.score, clean_score, needed, reasons, **per_sample)
+        return best.adv
