@@ -11,7 +11,7 @@ Models are freshly initialised (timing does not depend on the weights): the buil
 32x32 (asl-cnn: m = 24) and a linear model on 103 features, 14 labels (yeast's shape; the real yeast file is
 used when ../shared/data/mulan is present).
 
-Usage: ``python benchmarks/bench_sae.py [--batch 32] [--repeats 5] [--samples 40]``
+Usage: ``python benchmarks/bench_sae.py [--batch 32] [--repeats 5] [--samples 40] [--threads 1]``
 """
 
 from __future__ import annotations
@@ -129,7 +129,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--samples", type=int, default=40)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: stable ratios on a shared box)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     print(
         f"device: cpu ({platform.processor() or platform.machine()}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads)"

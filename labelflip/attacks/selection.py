@@ -249,7 +249,7 @@ def class_subsets(
     m = icm.double().cpu().numpy()
     if m.shape not in ((n, num_labels, num_labels), (num_labels, num_labels)):
         raise fail(owner, "icm", f"of shape ({n}, {num_labels}, {num_labels}) or ({num_labels}, {num_labels})", icm)
-    if k >= num_labels:
+    if k >= num_labels or n == 0:
         return torch.ones(n, num_labels)
     member = _class_search(flippability(probs, target), m, k, gamma, b, d, normalize_z)
     return torch.from_numpy(member.astype(np.float32))

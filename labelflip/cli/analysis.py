@@ -14,7 +14,7 @@ import typer
 from labelflip._validation import LabelflipError, check_choice, check_int, fail
 from labelflip.analysis import DEFAULT_MAX_STEPS, check_profile, targets_vs_flips
 from labelflip.cli.common import app, console, err_console, fail_cleanly
-from labelflip.cli.loading import check_budget_option, check_samples, load_named_model
+from labelflip.cli.loading import check_budget_option, check_samples, load_inputs, load_named_model
 from labelflip.data import cooccurrence_matrix
 from labelflip.report.figures import plot_attackability, plot_correlations, plot_profile, plot_targets_vs_flips
 from labelflip.report.tables import attackability_markdown, targets_vs_flips_markdown
@@ -33,6 +33,11 @@ __all__ = ["attackability_cmd", "correlations_cmd", "profile_cmd", "targets_vs_f
 def profile_cmd(
     model: Annotated[str, typer.Option(help="registered model name")] = "asl-cnn",
     samples: Annotated[int, typer.Option(help="probe samples from the validation split")] = 100,
+    checkpoint: Annotated[Path | None, typer.Option(help="the model's checkpoint file (the paper's models)")] = None,
+    dataset: Annotated[str, typer.Option(help="dataset spec, e.g. coco:/data/coco")] = "synthetic",
+    split: Annotated[str | None, typer.Option(help="on-disk split attacked (real datasets); probes use val")] = None,
+    trust_pickle: Annotated[bool, typer.Option(help="allow a code-running unpickle of a trusted checkpoint")] = False,
+    sha256: Annotated[str | None, typer.Option(help="expected SHA-256 of the checkpoint file")] = None,
     interval: Annotated[int, typer.Option(help="steps between measurements")] = 10,
     order: Annotated[int, typer.Option(help="polynomial order (4 or 3)")] = 4,
     curve: Annotated[str, typer.Option(help="max (paper) or bce (authors' code)")] = "max",
@@ -46,7 +51,8 @@ def profile_cmd(
 ) -> None:
     """Measure a model's flip profile E(eps) and save it as JSON (plot beside it)."""
     try:
-        check_samples(samples, "val", "labelflip profile", "--samples", low=2)
+        if dataset == "synthetic":
+            check_samples(samples, "val", "labelflip profile", "--samples", low=2)
         check_int("labelflip profile", "--interval", interval, low=1)
         check_int("labelflip profile", "--order", order, low=1)
         check_int("labelflip profile", "--max-steps", max_steps, low=interval * order)
@@ -55,7 +61,15 @@ def profile_cmd(
         check_choice("labelflip profile", "--curve", curve, ("max", "bce"))
         check_choice("labelflip profile", "--norm", norm, ("linf", "l2"))
         check_output_path(out, owner="labelflip profile", param="--out")
-        wrapped, fingerprint, data = load_named_model(model, "labelflip profile")
+        wrapped, fingerprint, data, _ = load_inputs(
+            model,
+            "labelflip profile",
+            dataset=dataset,
+            split=split,
+            checkpoint=checkpoint,
+            trust_pickle=trust_pickle,
+            sha256=sha256,
+        )
         prof = measure_profile(
             wrapped,
             data,

@@ -17,8 +17,9 @@ from labelflip.cli.loading import (
     check_budget_option,
     check_model_name,
     check_samples,
+    dataset_option,
     load_artefact_option,
-    load_named_model,
+    load_inputs,
     parse_number,
 )
 from labelflip.report import flip_table, to_rich
@@ -89,8 +90,20 @@ def resolve_budgets(spec: list[tuple[float, bool]], profile: Profile | None) -> 
 
 @app.command()
 def attack(
-    model: Annotated[str, typer.Option(help="registered model name (see `labelflip models`)")] = "asl-cnn",
-    split: Annotated[str, typer.Option(help="dataset split: train, val or test")] = "test",
+    model: Annotated[
+        str, typer.Option(help="registered model (see `labelflip models`), e.g. q2l-r101-448")
+    ] = "asl-cnn",
+    checkpoint: Annotated[Path | None, typer.Option(help="the model's checkpoint file (the paper's models)")] = None,
+    dataset: Annotated[str, typer.Option(help="dataset spec (`labelflip datasets`), e.g. coco:/data/coco")] = (
+        "synthetic"
+    ),
+    split: Annotated[
+        str | None, typer.Option(help="split attacked: train/val/test (synthetic) or on disk (e.g. val2014)")
+    ] = None,
+    trust_pickle: Annotated[
+        bool, typer.Option(help="allow a full, code-running unpickle of a trusted torch.save checkpoint")
+    ] = False,
+    sha256: Annotated[str | None, typer.Option(help="expected SHA-256 of the checkpoint file")] = None,
     samples: Annotated[int, typer.Option(help="number of samples (seeded selection)")] = 64,
     budgets: Annotated[str, typer.Option(help="e.g. 0.002,0.01 or 5%,10%,100% or 'paper'")] = "paper",
     methods: Annotated[
@@ -121,10 +134,12 @@ def attack(
         if preset is not None:
             specs = [parse_attack(m) for m in preset_methods(preset, [str(s) for s in specs])]
         engine = {**ENGINE_DEFAULTS, **settings.get("attack", {})}
-        check_choice(owner, "--split", split, ("train", "val", "test"))
         check_choice(owner, "--norm", norm, ("linf", "l2"))
         check_model_name(model, owner)
-        check_samples(samples, split, owner, "--samples", reserved=2 if split == "val" else 0, reserved_for="probes")
+        dspec, role = dataset_option(dataset, split, owner)
+        if dspec.name == "synthetic":
+            reserved = 2 if role == "val" else 0
+            check_samples(samples, role, owner, "--samples", reserved=reserved, reserved_for="probes")
         check_int(owner, "--probe-samples", probe_samples, low=2)
         check_int(owner, "--max-steps", max_steps, low=40)  # the probe: interval 10, order 4
         check_budget_option(eps_corr, owner, "--eps-corr")
@@ -134,12 +149,20 @@ def attack(
         budget_spec = parse_budgets(budgets)
         loaded_prof = load_artefact_option(Profile, profile, owner, "--profile")
         loaded_corr = load_artefact_option(Correlations, correlations, owner, "--correlations")
-        wrapped, fingerprint, data = load_named_model(model, owner)
+        wrapped, fingerprint, data, role = load_inputs(
+            model,
+            owner,
+            dataset=dataset,
+            split=split,
+            checkpoint=checkpoint,
+            trust_pickle=trust_pickle,
+            sha256=sha256,
+        )
         k = len(data.label_names)
         needs = set().union(*(attack_info(s)["requires"] for s in specs))
-        part = getattr(data, split)
+        part = getattr(data, role)
         idx = select_samples(part, samples, seed, owner=owner, param="--samples")
-        exclude = idx if split == "val" else None  # probes disjoint from the evaluation samples
+        exclude = idx if part is data.val else None  # probes disjoint from the evaluation samples
         n_probe = min(probe_samples, len(data.val) - (0 if exclude is None else len(exclude)))
         prof = loaded_prof
         if prof is None and ("profile" in needs or any(pct for _, pct in budget_spec)):
@@ -202,7 +225,8 @@ def attack(
             if "gamma" in res.extra:  # class-auto: the gamma its search chose on the held-out samples
                 held = res.extra["heldout_samples"]
                 notes.append(f"{label}: γ = {res.extra['gamma']:g} chosen on {held} held-out samples (0.05 steps)")
-        title = "; ".join([f"{model}: mean ± std flips over {samples} {split} samples ({norm})", *notes])
+        where = f"{dspec.name} {split or role}" if dspec.name != "synthetic" else (split or role)
+        title = "; ".join([f"{model}: mean ± std flips over {samples} {where} samples ({norm})", *notes])
         table = flip_table(results, column_labels=labels, title=title)
     except LabelflipError as exc:
         fail_cleanly(exc)

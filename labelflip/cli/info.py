@@ -64,8 +64,30 @@ def methods(pattern: Annotated[str, typer.Argument(help="shell-style filter, e.g
     console.print(table)
 
 
+def _dataset_row(entry: Any) -> tuple[str, str, str]:
+    """``(K, input, split)`` of a registered dataset from its registry entry (nothing is read or generated)."""
+    if entry.name == "synthetic":
+        cfg = SyntheticConfig()
+        return str(cfg.num_labels), f"3x{cfg.image_size}x{cfg.image_size}", "train / val / test"
+    k = entry.meta.get("num_labels")
+    size = entry.param("image_size")
+    split = entry.param("split")
+    split_text = f"on disk (default {split.default or 'the loader default'})" if split is not None else "-"
+    return (
+        (str(k) if k else "from the data"),
+        (f"3x{size.default}x{size.default} (image_size)" if size else "-"),
+        split_text,
+    )
+
+
 @app.command()
 def datasets() -> None:
-    """List the registered datasets."""
+    """List the registered datasets: labels K, image size, splits and how to name them (--dataset NAME:PATH)."""
+    table = Table(title="Registered datasets (use as --dataset NAME[:PATH] or dataset: {name: ...} in studies)",
+                  title_justify="left")  # fmt: skip
+    for col in ("dataset", "K", "input", "split", "description"):
+        table.add_column(col)
     for entry in DATASETS:
-        console.print(f"{entry.name}\t{entry.description}", highlight=False)
+        k, size, split = _dataset_row(entry)
+        table.add_row(entry.signature(), k, size, split, entry.description)
+    console.print(table)

@@ -10,21 +10,27 @@ internal function.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any, TypeVar
 
-from labelflip._validation import LabelflipError, did_you_mean, fail
+from labelflip._registry import Spec
+from labelflip._validation import LabelflipError, check_choice, did_you_mean, fail
 from labelflip.analysis import Artefact
 from labelflip.cli.common import err_console, progress_bar
-from labelflip.data import DatasetSplits, SyntheticConfig, create_dataset
-from labelflip.models import MODELS, MultiLabelModel, create_model
+from labelflip.data import DATASETS, DatasetSplits, SyntheticConfig, create_dataset
+from labelflip.models import MODELS, MultiLabelModel
+from labelflip.study.loaders import load_model
+from labelflip.study.matching import GENERATED_ROLES, split_on_disk
 
 __all__ = [
     "check_batch_size",
     "check_budget_option",
     "check_model_name",
     "check_samples",
+    "dataset_option",
     "load_artefact_option",
+    "load_inputs",
     "load_named_model",
     "parse_number",
     "split_sizes",
@@ -50,16 +56,22 @@ def parse_number(text: str) -> float:
 
 
 def check_model_name(name: str, owner: str, option: str = "--model") -> str:
-    """A registered model name, or an error naming ``option`` with the list and a 'did you mean'."""
-    if name not in MODELS:
+    """A registered model spec (``asl-cnn``, ``q2l-r101-448:input_norm=none``), or an error naming ``option``
+    with the list and a 'did you mean'."""
+    base = name.partition(":")[0] if isinstance(name, str) else name
+    if base not in MODELS:
         names = MODELS.list()
         raise fail(
             owner,
             option,
             "a registered model: " + ", ".join(names),
             name,
-            "see `labelflip models`." + did_you_mean(name, names),
+            "see `labelflip models`." + did_you_mean(str(base), names),
         )
+    try:
+        MODELS.parse(name)
+    except LabelflipError as exc:
+        raise LabelflipError(f"{owner} {option}: {exc}") from exc
     return name
 
 
@@ -102,14 +114,100 @@ def load_artefact_option(cls: type[A], path: Path | None, owner: str, option: st
         raise LabelflipError(f"{owner} {option} {path}: {exc}") from exc
 
 
-def load_named_model(name: str, owner: str = "labelflip") -> tuple[MultiLabelModel, str, DatasetSplits]:
-    """``(wrapped model, fingerprint, dataset)`` for a registered model name, training it first if needed (the
-    name is checked before the dataset is generated)."""
+def dataset_text(text: str) -> tuple[str, dict[str, Any]]:
+    """Split ``folder:photos,labels=labels.csv`` into the registry spec (``folder:photos``) and the loader's other
+    options (``{"labels": "labels.csv"}``: values parsed as YAML scalars)."""
+    import yaml
+
+    name, sep, args = text.strip().partition(":")
+    if not sep or name.strip().lower() not in DATASETS:
+        return text, {}
+    entry = DATASETS.get(name)
+    keep, extra = [], {}
+    for item in (a.strip() for a in args.split(",") if a.strip()):
+        key, eq, raw = item.partition("=")
+        if eq and entry.param(key.strip()) is None:
+            try:
+                extra[key.strip()] = yaml.safe_load(raw.strip())
+            except yaml.YAMLError:
+                extra[key.strip()] = raw.strip()
+        else:
+            keep.append(item)
+    return f"{name}:{','.join(keep)}" if keep else name, extra
+
+
+def dataset_option(text: str, split: str | None, owner: str) -> tuple[Spec, str]:
+    """Parse ``--dataset`` (``synthetic``, ``coco:/data/coco``, ``folder:photos,labels=labels.csv``) and check
+    ``--split`` before any work: the role ``train``/``val``/``test`` for generated data; any on-disk split name
+    for a real dataset (attacked as its ``test`` role). Returns ``(spec, role)``."""
+    try:
+        spec = DATASETS.parse(dataset_text(text)[0])
+    except LabelflipError as exc:
+        raise LabelflipError(f"{owner} --dataset: {exc}") from exc
+    if split_on_disk(spec.name):
+        if split is not None and (not isinstance(split, str) or not split.strip()):
+            raise fail(owner, "--split", f"the name of a split of the {spec.name} dataset on disk", split)
+        return spec, "test"
+    role = split or "test"
+    check_choice(owner, "--split", role, GENERATED_ROLES)
+    return spec, role
+
+
+def open_dataset_option(text: str, spec: Spec, split: str | None, model: str) -> DatasetSplits:
+    """The dataset ``--dataset`` names; a real dataset is resized to the model's input size unless the spec sets
+    ``image_size``, and reads ``--split`` as its on-disk split."""
+    core, options = dataset_text(text)
+    if split_on_disk(spec.name):
+        if split is not None:
+            options["split"] = split
+        size = MODELS.get(model.partition(":")[0]).meta.get("input_size")
+        given = re.search(r"(^|[:,])\s*image_size\s*=", text)
+        if spec.entry.param("image_size") is not None and not given and size and len(size) == 3 and size[1] == size[2]:
+            options["image_size"] = int(size[1])
+    with progress_bar() as prog:
+        prog.add_task(f"{spec.name}: reading the dataset", total=None)
+        return create_dataset(core, **options)
+
+
+def load_inputs(
+    name: str,
+    owner: str = "labelflip",
+    *,
+    dataset: str = "synthetic",
+    split: str | None = None,
+    checkpoint: Path | None = None,
+    trust_pickle: bool = False,
+    sha256: str | None = None,
+) -> tuple[MultiLabelModel, str, DatasetSplits, str]:
+    """``(wrapped model, fingerprint, dataset, role)``: the dataset ``--dataset``/``--split`` name (``role``: the
+    :class:`DatasetSplits` attribute attacked) and the model ``--model``/``--checkpoint`` names, trained first if
+    it is a built-in one, checked against the dataset (K, input shape, label names) before any work."""
     check_model_name(name, owner)
-    data = create_dataset("synthetic")
+    spec, role = dataset_option(dataset, split, owner)
+    if checkpoint is not None and not Path(checkpoint).expanduser().is_file():
+        raise fail(owner, "--checkpoint", "an existing checkpoint file", str(checkpoint), "check the path.")
+    if checkpoint is None and MODELS.get(name.partition(":")[0]).meta.get("checkpoint_required"):
+        source = MODELS.get(name.partition(":")[0]).meta.get("checkpoint_source", "its source")
+        raise fail(owner, "--checkpoint", f"the checkpoint file of {name} (nothing is downloaded)", None, source)
+    data = open_dataset_option(dataset, spec, split, name)
     with progress_bar() as prog:
         task = prog.add_task(f"{name}: load or train", total=None)
-        built: Any = create_model(name, data=data, progress=lambda *_: prog.advance(task))
+        wrapped, fingerprint, _ = load_model(
+            name,
+            data,
+            checkpoint=None if checkpoint is None else str(checkpoint),
+            trust_pickle=trust_pickle,
+            sha256=sha256,
+            role=role,
+            progress=lambda *_: prog.advance(task),
+            owner=owner,
+        )
     if not err_console.is_terminal:
-        err_console.print(f"{name}: ready ({built.fingerprint})")
-    return MultiLabelModel(built.module), built.fingerprint, data
+        err_console.print(f"{name}: ready ({fingerprint})")
+    return wrapped, fingerprint, data, role
+
+
+def load_named_model(name: str, owner: str = "labelflip") -> tuple[MultiLabelModel, str, DatasetSplits]:
+    """``(wrapped model, fingerprint, dataset)`` for a registered model on the built-in dataset."""
+    wrapped, fingerprint, data, _ = load_inputs(name, owner)
+    return wrapped, fingerprint, data

@@ -49,10 +49,11 @@ def precheck(spec: StudySpec) -> None:
     for entry in spec.models:
         if entry.factory is None:
             check_model_name(entry.name, _SPEC, "models")
-            continue
-        import_factory(entry.factory)
-        if entry.weights is not None and not Path(entry.weights).is_file():
-            raise fail(_SPEC, "models.weights", "an existing .safetensors file", entry.weights, "check the path "
+        else:
+            import_factory(entry.factory)
+        ckpt, key = (entry.checkpoint, "checkpoint") if entry.checkpoint is not None else (entry.weights, "weights")
+        if ckpt is not None and not Path(ckpt).expanduser().is_file():
+            raise fail(_SPEC, f"models.{key}", "an existing checkpoint file", ckpt, "check the path "
                        "(relative paths in a YAML file are relative to the file).")  # fmt: skip
     if spec.dataset["name"] != "synthetic":
         return

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -102,29 +103,31 @@ def greedy_gram(gram: Tensor) -> tuple[Tensor, Tensor]:
     """
     if gram.ndim != 3 or gram.shape[1] != gram.shape[2]:
         raise fail("greedy_gram", "gram", "an (N, m, m) tensor of Gram matrices", gram)
-    g = gram.detach().to(torch.float64)
+    # numpy on the CPU: m small steps over (N, m) arrays cost microseconds each, torch ops tens of them
+    g = gram.detach().to("cpu", torch.float64).numpy()
     n, m, _ = g.shape
-    selected = torch.zeros(n, m, dtype=torch.bool, device=g.device)
-    u = torch.zeros(n, m, dtype=torch.float64, device=g.device)
-    s2 = torch.zeros(n, dtype=torch.float64, device=g.device)
-    best_prev = torch.zeros(n, dtype=torch.float64, device=g.device)  # CB of the last accepted step
-    active = torch.ones(n, dtype=torch.bool, device=g.device)
-    diag = g.diagonal(dim1=1, dim2=2)
-    rows = torch.arange(n, device=g.device)
+    selected = np.zeros((n, m), dtype=bool)
+    u = np.zeros((n, m))
+    s2 = np.zeros(n)
+    best_prev = np.zeros(n)  # CB of the last accepted step
+    active = np.ones(n, dtype=bool)
+    diag = np.diagonal(g, axis1=1, axis2=2)
     for _ in range(m):
-        cand = (s2.unsqueeze(1) + 2 * u + diag).masked_fill(selected, float("-inf"))
-        best, j = cand.max(dim=1)
-        cb = best.clamp_min(0).sqrt()
+        cand = np.where(selected, -np.inf, s2[:, None] + 2 * u + diag)
+        j = cand.argmax(axis=1)
+        best = cand[np.arange(n), j]
+        cb = np.sqrt(np.maximum(best, 0.0))
         take = active & (cb >= best_prev)  # Alg. 1 line 7: break if CB < LB
-        if not bool(take.any()):
+        if not take.any():
             break
-        idx = rows[take]
-        selected[idx, j[take]] = True
-        u[take] += g[idx, :, j[take]]
-        s2 = torch.where(take, best, s2)
-        best_prev = torch.where(take, cb, best_prev)
+        idx = np.flatnonzero(take)
+        selected[idx, j[idx]] = True
+        u[idx] += g[idx, :, j[idx]]
+        s2[idx] = best[idx]
+        best_prev[idx] = cb[idx]
         active = take
-    return s2.clamp_min(0).sqrt(), selected
+    value = torch.from_numpy(np.sqrt(np.maximum(s2, 0.0))).to(gram.device)
+    return value, torch.from_numpy(selected).to(gram.device)
 
 
 def greedy_vectors(vectors: Tensor, q: float = 2.0) -> tuple[Tensor, Tensor]:

@@ -9,24 +9,22 @@
 * :func:`measure_profile` / :func:`measure_correlations_for` / :func:`measure_attackability`: the analyses on
   the dataset's splits with those conventions.
 * :func:`stored_or_computed`: an artefact from a cache (the study store), or computed once and put there.
-* :func:`load_model`: a registered model name, or a user factory (``module:callable`` / ``file.py:callable``)
-  with optional safetensors weights; its fingerprint covers the loaded weights and the wrapper's options
-  (:func:`fingerprint_model`), so a resumed study refuses a changed model whatever its kind.
+* :func:`load_model`: a registered model name (with its checkpoint for the paper's models), or a user factory
+  (``module:callable`` / ``file.py:callable``) with an optional checkpoint in any format, checked against the
+  dataset (K, input shape, label names) before any work (:mod:`labelflip.study.loaders`); its fingerprint covers
+  the loaded weights and the wrapper's options (:func:`fingerprint_model`), so a resumed study refuses a changed
+  model whatever its kind.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import importlib.util
 import os
-import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from labelflip._validation import fail
 from labelflip.analysis import (
@@ -41,7 +39,8 @@ from labelflip.analysis import (
 from labelflip.analysis import measure_correlations as _measure_correlations
 from labelflip.attacks import MIFGSM, SubsetAttack, parse_attack
 from labelflip.data import DatasetSplits, MultiLabelData
-from labelflip.models import MultiLabelModel, create_model
+from labelflip.models import MultiLabelModel
+from labelflip.study.loaders import fingerprint_model, import_factory, load_entry, load_model
 
 __all__ = [
     "CORRELATION_SEED_OFFSET",
@@ -54,6 +53,7 @@ __all__ = [
     "engine_options",
     "fingerprint_model",
     "import_factory",
+    "load_entry",
     "load_model",
     "measure_attackability",
     "measure_correlations_for",
@@ -267,80 +267,3 @@ def measure_attackability(
         model_fingerprint=fingerprint,
         progress=_phase(progress, label),
     )
-
-
-def import_factory(ref: str, *, owner: str = "study spec", param: str = "models.factory") -> Callable[..., nn.Module]:
-    """``"pkg.module:callable"`` or ``"path/to/file.py:callable"`` (the file's directory is importable while it
-    runs, so it can import modules beside it)."""
-    target, _, attr = ref.rpartition(":")
-    if not target or not attr:
-        raise fail(owner, param, "'module:callable' or 'file.py:callable'", ref)
-    try:
-        if target.endswith(".py"):
-            spec = importlib.util.spec_from_file_location(f"labelflip_user_{abs(hash(target))}", target)
-            if spec is None or spec.loader is None:
-                raise ImportError(target)
-            module = importlib.util.module_from_spec(spec)
-            beside = str(Path(target).resolve().parent)
-            sys.path.insert(0, beside)
-            try:
-                spec.loader.exec_module(module)
-            finally:
-                sys.path.remove(beside)
-        else:
-            module = importlib.import_module(target)
-        return getattr(module, attr)
-    except (ImportError, AttributeError, FileNotFoundError) as exc:
-        raise fail(owner, param, "an importable callable", ref, f"{type(exc).__name__}: {exc}") from exc
-
-
-def fingerprint_model(model: MultiLabelModel, base: str = "") -> str:
-    """``base`` + a sha256 (16 hex) of what decides the model's outputs: every ``state_dict`` tensor (name, dtype,
-    shape and bytes, in key order) and the wrapper's options (bounds, mean/std, thresholds, output kind)."""
-    h = hashlib.sha256()
-    for key, value in model.module.state_dict().items():
-        t = value.detach().cpu().contiguous()
-        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    norm = (model.mean.tolist(), model.std.tolist()) if model._normalise else None
-    options = [model.bounds, norm, model.threshold.tolist(), model.output_kind, model.num_labels]
-    h.update(repr(options).encode())
-    digest = h.hexdigest()[:16]
-    return f"{base}#{digest}" if base else digest
-
-
-def load_model(
-    name: str,
-    data: DatasetSplits,
-    *,
-    factory: str | None = None,
-    weights: str | None = None,
-    mean: list[float] | None = None,
-    std: list[float] | None = None,
-    threshold: float = 0.5,
-    progress: Progress | None = None,
-) -> tuple[MultiLabelModel, str, dict[str, float]]:
-    """A wrapped model, its fingerprint and known quality metrics: a registered model (trained if needed) or a
-    user factory (+ safetensors weights). The fingerprint is the model's name (built-in: its config/code
-    fingerprint; factory: the import string) plus :func:`fingerprint_model` of the loaded weights and wrapper."""
-    if factory is None:
-
-        def on_epoch(info: dict[str, Any]) -> None:
-            if progress is not None:
-                progress(f"{name} training", int(info["epoch"]), int(info["epochs"]))
-
-        built = create_model(name, data=data, progress=on_epoch)
-        wrapped = MultiLabelModel(built.module, threshold=threshold)
-        return wrapped, fingerprint_model(wrapped, built.fingerprint), dict(built.metrics)
-    module = import_factory(factory)()
-    if not isinstance(module, nn.Module):
-        raise fail("study spec", "models.factory", "a callable returning an nn.Module", type(module).__name__)
-    if weights is not None:
-        from safetensors.torch import load_file
-
-        path = Path(weights)
-        if not path.is_file():
-            raise fail("study spec", "models.weights", "an existing .safetensors file", str(path))
-        module.load_state_dict(load_file(str(path)))
-    wrapped = MultiLabelModel(module, mean=mean, std=std, threshold=threshold)
-    return wrapped, fingerprint_model(wrapped, f"factory:{factory}"), {}

@@ -36,14 +36,14 @@ from torch import Tensor
 from labelflip._version import __version__
 from labelflip.analysis import Attackability, Correlations, Profile, check_profile
 from labelflip.attacks import AttackResult, attack_info, create_attack
-from labelflip.data import DatasetSplits, cooccurrence_matrix, create_dataset
+from labelflip.data import DatasetSplits, cooccurrence_matrix
 from labelflip.models import MultiLabelModel
 from labelflip.study import distributed
 from labelflip.study.inputs import (
     Progress,
     check_output_path,
     engine_options,
-    load_model,
+    load_entry,
     measure_attackability,
     measure_correlations_for,
     measure_profile,
@@ -52,6 +52,7 @@ from labelflip.study.inputs import (
     stored_or_computed,
 )
 from labelflip.study.lock import study_lock
+from labelflip.study.matching import attacked_role, open_dataset
 from labelflip.study.plan import WorkUnit, plan_units, shard
 from labelflip.study.spec import StudySpec
 from labelflip.study.store import ResultRow, ResultsStore, encode_array, engine_hash
@@ -89,8 +90,9 @@ class StudyContext:
 
 
 def study_dataset(spec: StudySpec) -> DatasetSplits:
-    """The study's dataset (``dataset.name`` from the dataset registry, ``dataset.config`` as its options)."""
-    return create_dataset(spec.dataset["name"], **dict(spec.dataset.get("config") or {}))
+    """The study's dataset (``dataset.name`` from the dataset registry; ``path``, the on-disk ``split`` of a real
+    dataset and ``dataset.config`` as its options: :func:`labelflip.study.matching.open_dataset`)."""
+    return open_dataset(spec.dataset)
 
 
 def _git_hash() -> str | None:
@@ -149,19 +151,12 @@ def _prepare_model(
     data: DatasetSplits,
     progress: Progress | None,
     exclude: Tensor | None = None,
+    loaded: Any = None,
 ) -> PreparedModel:
-    """Load a model and its artefacts; ``exclude``: evaluation indices the validation probes must skip."""
+    """Load a model (unless ``loaded``: :func:`load_entry`'s answer) and its artefacts; ``exclude``: evaluation
+    indices the validation probes must skip."""
     name = entry.name
-    model, fp, metrics = load_model(
-        name,
-        data,
-        factory=entry.factory,
-        weights=entry.weights,
-        mean=entry.mean,
-        std=entry.std,
-        threshold=entry.threshold,
-        progress=progress,
-    )
+    model, fp, metrics = loaded or load_entry(entry, data, attacked_role(spec.dataset), progress)
     store.check_fingerprint(name, fp)
     seed = spec.samples["seed"]
     p = spec.profile
@@ -287,7 +282,7 @@ def run_study(spec: StudySpec, *, progress: Progress | None = None, rank: int = 
 def _samples(spec: StudySpec) -> tuple[DatasetSplits, Tensor, Tensor]:
     """The dataset, the dataset indices of the study's samples (N,) and the samples (N, C, H, W)."""
     data = study_dataset(spec)
-    split = getattr(data, spec.dataset["split"])
+    split = getattr(data, attacked_role(spec.dataset))
     idx = select_samples(split, spec.samples["count"], spec.samples["seed"])
     return data, idx, split.x[idx]
 
@@ -297,13 +292,15 @@ def _prepare_study(
 ) -> dict[str, PreparedModel]:
     """Every model prepared from ``store`` (its artefacts computed into it if missing); with ``write``, the
     manifest and the dataset artefact stored too."""
-    exclude = idx if spec.dataset["split"] == "val" else None  # probes disjoint from evaluation samples
-    prepared = {e.name: _prepare_model(store, spec, e, data, progress, exclude) for e in spec.models}
+    role = attacked_role(spec.dataset)
+    exclude = idx if getattr(data, role) is data.val else None  # probes disjoint from evaluation samples
+    loaded = {e.name: load_entry(e, data, role, progress) for e in spec.models}  # all checked before any work
+    prepared = {e.name: _prepare_model(store, spec, e, data, progress, exclude, loaded[e.name]) for e in spec.models}
     if write:
         store.init_manifest(_manifest(spec, _runtime(prepared)), spec.config_hash())
         split, cooc = spec.dataset["split"], cooccurrence_matrix(data.train.y).double().tolist()
         store.put_artefact("", "dataset", {"label_names": list(data.label_names), "cooccurrence": cooc, "split": split,
-                           "indices": idx.tolist(), "labels": getattr(data, split).y[idx].tolist()})  # fmt: skip
+                           "indices": idx.tolist(), "labels": getattr(data, role).y[idx].tolist()})  # fmt: skip
     return prepared
 
 

@@ -6,12 +6,15 @@ Precedence: command-line overrides > the YAML file > defaults. Example::
     output: labelflip-runs/my-study
     models:
       - asl-cnn                                   # a built-in model
+      - {name: q2l-r101-448, checkpoint: q2l.pkl} # a registered model with its checkpoint (spec_checks lists keys)
       - name: mine                                # your own: a factory "module:callable" or "file.py:callable"
         factory: mypkg.models:build               # returning an nn.Module with logits (N, K)
-        weights: mine.safetensors                 # optional, loaded safely (safetensors)
+        checkpoint: mine.pth                      # optional, any format (safetensors, weights-only torch.load)
+        labels: [cat, dog]                        # optional names of its outputs (else the checkpoint's)
         mean: [0.485, 0.456, 0.406]               # optional normalisation inside the wrapper
         std: [0.229, 0.224, 0.225]
     dataset: {name: synthetic, split: test}       # split attacked; profile/correlations use "val"
+    # or a real dataset: {name: coco, path: /data/coco, split: val2014, config: {image_size: 448}}
     samples: {count: 100, seed: 0}
     budgets: {fractions: [0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0]}   # of eps_max; or {absolute: [0.004, 0.008]}
     norm: linf
@@ -49,8 +52,15 @@ from labelflip._registry import Spec
 from labelflip._validation import LabelflipError, did_you_mean, fail
 from labelflip.analysis import DEFAULT_MAX_STEPS, PAPER_FRACTIONS
 from labelflip.attacks import parse_attack
-from labelflip.data import DATASETS, list_datasets
 from labelflip.study.presets import chosen_preset, preset_methods, with_preset
+from labelflip.study.spec_checks import (
+    ModelEntry,
+    check_dataset,
+    check_floats,
+    check_models,
+    model_dict,
+    resolve_beside,
+)
 
 __all__ = ["DEFAULTS", "DEMO_SPEC", "ModelEntry", "StudySpec", "load_spec", "spec_from_dict"]
 
@@ -58,7 +68,7 @@ DEFAULTS: dict[str, Any] = {
     "name": "study",
     "output": "labelflip-runs/study",
     "models": ["asl-cnn"],
-    "dataset": {"name": "synthetic", "split": "test", "config": {}},
+    "dataset": {"name": "synthetic", "split": None, "config": {}},
     "samples": {"count": 100, "seed": 0},
     "budgets": {"fractions": list(PAPER_FRACTIONS)},
     "norm": "linf",
@@ -91,18 +101,6 @@ _NOT_HASHED = ("name", "output", "report")
 _OWNER = "study spec"
 
 
-@dataclass(frozen=True)
-class ModelEntry:
-    """A model of the study: a built-in name, or a user factory with optional weights and wrapper options."""
-
-    name: str
-    factory: str | None = None
-    weights: str | None = None
-    mean: list[float] | None = None
-    std: list[float] | None = None
-    threshold: float = 0.5
-
-
 @dataclass
 class StudySpec:
     """A validated study specification (see the module docstring for the YAML layout)."""
@@ -127,7 +125,7 @@ class StudySpec:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["models"] = [asdict(m) for m in self.models]
+        d["models"] = [model_dict(m) for m in self.models]
         return d
 
     def config_hash(self) -> str:
@@ -165,7 +163,9 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
                 key,
                 "check the spelling." + did_you_mean(str(key), base),
             )
-        if isinstance(base[key], dict) and key != "budgets":
+        if key == "dataset" and isinstance(value, Mapping):  # open-ended: a loader's options (check_dataset)
+            out[key] = {**out[key], **copy.deepcopy(dict(value))}
+        elif isinstance(base[key], dict) and key != "budgets":
             if not isinstance(value, Mapping):
                 raise fail(_OWNER, key, "a mapping with keys " + ", ".join(sorted(base[key])), value)
             for sub in value:
@@ -200,14 +200,14 @@ def _set_override(d: dict[str, Any], dotted: str, raw: str) -> None:
             fix = _elsewhere(key) or ("check the spelling." + did_you_mean(key, node))
             raise fail(_OWNER, "--set", f"a dotted path into the spec (no {key!r} section)", dotted, fix)
         node = node[key]
-    if keys[-1] not in node and keys[:2] != ["dataset", "config"]:
+    if keys[-1] not in node and keys[0] != "dataset":
         fix = _elsewhere(keys[-1])
         fix = fix or "check the spelling." + did_you_mean(keys[-1], node)
         raise fail(_OWNER, "--set", "an existing key", dotted, fix)
     node[keys[-1]] = yaml.safe_load(raw)
 
 
-_MODEL_KEYS = ("factory", "weights", "mean", "std", "threshold")
+_MODEL_KEYS = ("factory", "weights", "checkpoint", "labels", "trust_pickle", "sha256", "mean", "std", "threshold")
 
 
 def _elsewhere(key: str) -> str:
@@ -216,42 +216,6 @@ def _elsewhere(key: str) -> str:
         return f"{key!r} exists but is not a section: --set {key}=VALUE."
     where = [f"{k} (--set {k}.{key}=...)" for k, v in DEFAULTS.items() if isinstance(v, dict) and key in v]
     return f"{key!r} exists but does not apply there; it is a key of {', '.join(where)}." if where else ""
-
-
-def _models(value: Any) -> list[ModelEntry]:
-    if not isinstance(value, list) or not value:
-        raise fail(_OWNER, "models", "a non-empty list of built-in names or {name, factory, ...} entries", value)
-    out = []
-    for item in value:
-        if isinstance(item, str):
-            out.append(ModelEntry(name=item))
-        elif isinstance(item, Mapping) and isinstance(item.get("name"), str):
-            unknown = set(item) - {"name", "factory", "weights", "mean", "std", "threshold"}
-            if unknown:
-                raise fail(
-                    _OWNER, "models", "entries with name, factory, weights, mean, std, threshold", sorted(unknown)
-                )
-            out.append(ModelEntry(**{k: item[k] for k in item}))
-        else:
-            raise fail(_OWNER, "models", "built-in names or mappings with a 'name'", item)
-    names = [m.name for m in out]
-    if len(set(names)) != len(names):
-        raise fail(_OWNER, "models", "unique names", names)
-    return out
-
-
-def _floats(value: Any, param: str, *, positive: bool = False) -> list[float]:
-    if (
-        not isinstance(value, list)
-        or not value
-        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-    ):
-        raise fail(_OWNER, param, "a non-empty list of numbers", value)
-    if not all(math.isfinite(v) for v in value):  # YAML's .nan / .inf are floats: refuse them here, by spec key
-        raise fail(_OWNER, param, "finite numbers (no .nan or .inf)", value, "give every budget as a number.")
-    if any(v < 0 or (positive and v == 0) for v in value):
-        raise fail(_OWNER, param, "positive numbers" if positive else "non-negative numbers", value)
-    return [float(v) for v in value]
 
 
 def _validate(d: dict[str, Any]) -> StudySpec:
@@ -264,19 +228,7 @@ def _validate(d: dict[str, Any]) -> StudySpec:
         raise fail(_OWNER, "name", "a non-empty string", d["name"])
     if not isinstance(d["output"], str) or not d["output"]:
         raise fail(_OWNER, "output", "a directory path", d["output"])
-    ds = d["dataset"]
-    if not isinstance(ds.get("name"), str) or ds["name"] not in DATASETS:
-        raise fail(
-            _OWNER,
-            "dataset.name",
-            "a registered dataset: " + ", ".join(list_datasets()),
-            ds.get("name"),
-            "see `labelflip datasets`." + did_you_mean(str(ds.get("name")), list_datasets()),
-        )
-    if ds.get("split") not in ("train", "val", "test"):
-        raise fail(_OWNER, "dataset.split", "one of train, val, test", ds.get("split"))
-    if not isinstance(ds.get("config", {}), Mapping):
-        raise fail(_OWNER, "dataset.config", "a mapping of SyntheticConfig fields", ds.get("config"))
+    ds = check_dataset(d["dataset"])
     samples = {
         "count": integer(d["samples"].get("count"), "samples.count", 2),
         "seed": integer(d["samples"].get("seed"), "samples.seed", 0),
@@ -285,7 +237,7 @@ def _validate(d: dict[str, Any]) -> StudySpec:
     if set(budgets) not in ({"fractions"}, {"absolute"}):
         raise fail(_OWNER, "budgets", "either {fractions: [...]} (of eps_max) or {absolute: [...]}", budgets)
     key = next(iter(budgets))
-    budgets = {key: _floats(budgets[key], f"budgets.{key}")}
+    budgets = {key: check_floats(budgets[key], f"budgets.{key}")}
     if d["norm"] not in ("linf", "l2"):
         raise fail(_OWNER, "norm", "'linf' or 'l2'", d["norm"])
     if not isinstance(d["methods"], list) or not d["methods"]:
@@ -352,8 +304,8 @@ def _validate(d: dict[str, Any]) -> StudySpec:
     return StudySpec(
         name=d["name"],
         output=d["output"],
-        models=_models(d["models"]),
-        dataset=dict(ds),
+        models=check_models(d["models"]),
+        dataset=ds,
         samples=samples,
         budgets=budgets,
         norm=d["norm"],
@@ -401,8 +353,9 @@ def load_spec(
         key, raw = item.split("=", 1)
         _set_override(d, key.strip(), raw)
     spec = _validate(d)
-    if path is not None:  # a factory file and weights given in the YAML resolve beside it, not in the cwd
+    if path is not None:  # factory files, checkpoints and dataset paths in the YAML resolve beside it, not in the cwd
         spec.models = [_beside(m, Path(path).resolve().parent) for m in spec.models]
+        spec.dataset = resolve_beside(spec.dataset, Path(path).resolve().parent)
     return spec
 
 
@@ -412,6 +365,8 @@ def _beside(entry: ModelEntry, base: Path) -> ModelEntry:
         entry = replace(entry, factory=f"{base / target}:{attr}")
     if entry.weights is not None and not Path(entry.weights).is_absolute():
         entry = replace(entry, weights=str(base / entry.weights))
+    if entry.checkpoint is not None and not Path(entry.checkpoint).expanduser().is_absolute():
+        entry = replace(entry, checkpoint=str(base / entry.checkpoint))
     return entry
 
 

@@ -120,6 +120,7 @@ def test_class_rows_are_independent_and_icm_may_be_shared() -> None:
         whole = class_subsets(probs, target, icm, 17, gamma=gamma)
         assert (whole.sum(1) == 17).all()
         assert torch.equal(class_subsets(probs[3:5], target[3:5], icm[3:5], 17, gamma=gamma), whole[3:5])
+        assert class_subsets(probs[:0], target[:0], icm[:0], 17, gamma=gamma).shape == (0, 30)
         assert torch.equal(
             class_subsets(probs, target, u, 17, gamma=gamma),
             class_subsets(probs, target, u.expand(9, 30, 30), 17, gamma=gamma),

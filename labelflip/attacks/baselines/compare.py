@@ -158,6 +158,7 @@ def compare_at_baseline_norms(
     *,
     profile: Any | None = None,
     correlations: Any | None = None,
+    heldout: Tensor | None = None,
     seed: int = 0,
     norm: str = "linf",
     batch_size: int | None = None,
@@ -172,7 +173,8 @@ def compare_at_baseline_norms(
             whose largest budget clips nothing (e.g. ``eps=1.0`` for L-inf on [0, 1] images).
         methods: method specs (``"bce"``, ``"slam"``, ``"class:0.5"``, ...); SLAM needs ``profile``, CLASS
             ``correlations``. Each attacks the baseline's target (and weights, if any).
-        profile, correlations, seed: passed to :func:`~labelflip.attacks.create_attack`.
+        profile, correlations, heldout, seed: passed to :func:`~labelflip.attacks.create_attack` (methods that
+            require them get them).
         norm: the norm of the baseline's result and of the budgets (``"linf"``, as the paper).
         batch_size: samples per trajectory (memory); default all.
         sample_ids: ``(N,)`` dataset indices for stochastic methods (default ``0..N-1``).
@@ -202,7 +204,9 @@ def compare_at_baseline_norms(
     ids = torch.arange(n) if sample_ids is None else torch.as_tensor(sample_ids).long()
     out = BaselineComparison(baseline_result.loss, norm, norms, base_flips)
     for spec in specs:
-        attack = create_attack(spec, wrapped, profile=profile, correlations=correlations, seed=seed, norm=norm)
+        attack = create_attack(
+            spec, wrapped, profile=profile, correlations=correlations, heldout=heldout, seed=seed, norm=norm
+        )
         label = spec.label
         out.methods[label] = str(spec)
         if type(attack).run is MIFGSM.run and attack.normalize == "sample" and attack.clip == "final":

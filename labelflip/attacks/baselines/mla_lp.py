@@ -151,8 +151,8 @@ def min_linf_step(
             z = z_lo * (1 + rtol / 2)
             if z >= z_hi:
                 z = z_hi if r_hi is None else (z_lo + z_hi) / 2
-        else:
-            z = (z_lo + z_hi) / 2
+        else:  # phi stopped decreasing (convex: flat from here on) or bisection: the box, or halve
+            z = z_hi if r_hi is None else (z_lo + z_hi) / 2
     return done(r_hi, z_hi, "solver_error")  # pragma: no cover - the search ends long before
 
 
@@ -389,7 +389,7 @@ class MLALP(MinimumNormAttack):
             loss = ti * F.softplus(-z) + (1 - ti) * F.softplus(z)  # per-label BCE toward the target (logits)
             rhs = -(ti * torch.log(tau[idx]) + (1 - ti) * torch.log1p(-tau[idx])) - loss
             a = (torch.sigmoid(z) - ti).view(*z.shape, *(1,) * len(shape)) * jac  # (n', K, *shape)
-            rows = (mask[idx] & (a.flatten(2).abs().amax(dim=2) > 0)).cpu()
+            rows = (mask[idx] & (a.flatten(2).abs().amax(dim=2) > 0)).cpu().numpy()
             a_red, lo, hi, index = self._reduce(a, low - xd, high - xd, block, topk)
             a_red, lo, hi, rhs = a_red.cpu().numpy(), lo.cpu().numpy(), hi.cpu().numpy(), rhs.cpu().numpy()
             drop = self.infeasible == "drop"
