@@ -37,8 +37,10 @@ from labelflip.analysis.profile import probe_profile
 from labelflip.attacks import ALPHA_LINF, MIFGSM
 from labelflip.attacks.selection import class_subsets, subset_length
 from labelflip.attacks.subsets import ClassAttack
+from labelflip.data import DatasetSplits
 from labelflip.models import MultiLabelModel
 from labelflip.models.architectures import ASLConvNet
+from labelflip.models.registry import LoadedModel
 from labelflip.zoo import default_cache_dir, default_dataset, load_builtin
 
 K = 80
@@ -122,7 +124,7 @@ def run_grid(name: str, net: nn.Module, size: int, n: int, repeats: int) -> None
         )
 
 
-def _artefacts(name: str, loaded: object, data: object) -> tuple[Profile, Correlations]:
+def _artefacts(name: str, loaded: LoadedModel, data: DatasetSplits) -> tuple[Profile, Correlations]:
     """The demo's flip profile and correlations for a built-in model, cached by the model's fingerprint."""
     folder = Path(default_cache_dir()) / "bench_class"
     folder.mkdir(parents=True, exist_ok=True)
