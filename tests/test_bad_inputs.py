@@ -424,12 +424,11 @@ def cli_no_models(monkeypatch: pytest.MonkeyPatch) -> Any:
     def forbidden(*args: object, **kwargs: object) -> None:
         raise AssertionError("the CLI loaded a model/dataset before validating its options")
 
-    from labelflip.study import inputs, runner
+    from labelflip.study import loaders, runner
 
-    monkeypatch.setattr(loading, "create_model", forbidden)
-    monkeypatch.setattr(loading, "create_dataset", forbidden)
-    monkeypatch.setattr(runner, "create_dataset", forbidden)  # a study generates its data here ...
-    monkeypatch.setattr(inputs, "create_model", forbidden)  # ... and loads (trains) its models here
+    monkeypatch.setattr(loading, "create_dataset", forbidden)  # the CLI builds its dataset here ...
+    monkeypatch.setattr(runner, "open_dataset", forbidden)  # a study generates its data here ...
+    monkeypatch.setattr(loaders, "create_model", forbidden)  # ... and both load (train) their models here
     return cli.app, typer_testing.CliRunner()
 
 

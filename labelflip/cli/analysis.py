@@ -33,11 +33,18 @@ __all__ = ["attackability_cmd", "correlations_cmd", "profile_cmd", "targets_vs_f
 def profile_cmd(
     model: Annotated[str, typer.Option(help="registered model name")] = "asl-cnn",
     samples: Annotated[int, typer.Option(help="probe samples from the validation split")] = 100,
-    checkpoint: Annotated[Path | None, typer.Option(help="the model's checkpoint file (the paper's models)")] = None,
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="the model's checkpoint file (the paper's models; default: none)")
+    ] = None,
     dataset: Annotated[str, typer.Option(help="dataset spec, e.g. coco:/data/coco")] = "synthetic",
-    split: Annotated[str | None, typer.Option(help="on-disk split attacked (real datasets); probes use val")] = None,
+    split: Annotated[
+        str | None,
+        typer.Option(help="on-disk split of a real dataset; probes use its val role (default: the dataset's)"),
+    ] = None,
     trust_pickle: Annotated[bool, typer.Option(help="allow a code-running unpickle of a trusted checkpoint")] = False,
-    sha256: Annotated[str | None, typer.Option(help="expected SHA-256 of the checkpoint file")] = None,
+    sha256: Annotated[
+        str | None, typer.Option(help="expected SHA-256 of the checkpoint file (default: not checked)")
+    ] = None,
     interval: Annotated[int, typer.Option(help="steps between measurements")] = 10,
     order: Annotated[int, typer.Option(help="polynomial order (4 or 3)")] = 4,
     curve: Annotated[str, typer.Option(help="max (paper) or bce (authors' code)")] = "max",

@@ -93,17 +93,24 @@ def attack(
     model: Annotated[
         str, typer.Option(help="registered model (see `labelflip models`), e.g. q2l-r101-448")
     ] = "asl-cnn",
-    checkpoint: Annotated[Path | None, typer.Option(help="the model's checkpoint file (the paper's models)")] = None,
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="the model's checkpoint file (the paper's models; default: none)")
+    ] = None,
     dataset: Annotated[str, typer.Option(help="dataset spec (`labelflip datasets`), e.g. coco:/data/coco")] = (
         "synthetic"
     ),
     split: Annotated[
-        str | None, typer.Option(help="split attacked: train/val/test (synthetic) or on disk (e.g. val2014)")
+        str | None,
+        typer.Option(
+            help="split attacked: train/val/test (synthetic) or on disk, e.g. val2014 (default: test / the dataset's)"
+        ),
     ] = None,
     trust_pickle: Annotated[
         bool, typer.Option(help="allow a full, code-running unpickle of a trusted torch.save checkpoint")
     ] = False,
-    sha256: Annotated[str | None, typer.Option(help="expected SHA-256 of the checkpoint file")] = None,
+    sha256: Annotated[
+        str | None, typer.Option(help="expected SHA-256 of the checkpoint file (default: not checked)")
+    ] = None,
     samples: Annotated[int, typer.Option(help="number of samples (seeded selection)")] = 64,
     budgets: Annotated[str, typer.Option(help="e.g. 0.002,0.01 or 5%,10%,100% or 'paper'")] = "paper",
     methods: Annotated[

@@ -134,7 +134,7 @@ def load_model(
 
         built = create_model(name, data=data, progress=on_epoch, **options)
         wrapped = MultiLabelModel(built.module, threshold=threshold)
-        if check:
+        if check and data is not None:
             names = list(getattr(built, "label_names", None) or [])
             own = [n for n in names if not re.fullmatch(r"label_\d+", n)]
             check_model_fits(
@@ -156,7 +156,7 @@ def load_model(
         load_into(module, state)
         stored = meta.get("label_names")
     wrapped = MultiLabelModel(module, mean=mean, std=std, threshold=threshold)
-    if check:
+    if check and data is not None:
         check_model_fits(
             wrapped,
             data,

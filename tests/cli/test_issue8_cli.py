@@ -21,10 +21,11 @@ def no_model(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail the test if a command gets as far as loading a model (the checks must come first)."""
     from labelflip.cli import analysis, attack
 
-    def boom(name: str):
+    def boom(name: str, *args: object, **kwargs: object):
         raise AssertionError("a model was loaded before the options were checked")
 
-    monkeypatch.setattr(attack, "load_named_model", boom)
+    monkeypatch.setattr(attack, "load_inputs", boom)
+    monkeypatch.setattr(analysis, "load_inputs", boom)
     monkeypatch.setattr(analysis, "load_named_model", boom)
 
 

@@ -48,8 +48,11 @@ def make_folder(root: Path, names: list[str] = NAMES, n: int = 12, size: int = 1
 
 def save_checkpoint(path: Path, k: int = 3, names: list[str] | None = NAMES) -> Path:
     """An official-style container: {'state_dict': {'module.<key>': ...}, 'idx_to_class': {...}, 'epoch': 3}."""
-    net = TinyNet(k)
-    torch.manual_seed(0)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        net = TinyNet(k)
+    with torch.no_grad():
+        net.fc.weight.mul_(20.0)  # logits well outside [0, 1] (the attacks' check for a hidden sigmoid)
     state = {f"module.{key}": v for key, v in net.state_dict().items()}
     obj = {"state_dict": state, "epoch": 3}
     if names is not None:

@@ -203,10 +203,16 @@ def compare_at_baseline_norms(
     weights = None if weights is None else weights.to(xx.device)
     ids = torch.arange(n) if sample_ids is None else torch.as_tensor(sample_ids).long()
     out = BaselineComparison(baseline_result.loss, norm, norms, base_flips)
-    for spec in specs:
-        attack = create_attack(
-            spec, wrapped, profile=profile, correlations=correlations, heldout=heldout, seed=seed, norm=norm
+    attacks = [  # built before any work, so a missing profile or correlations fails fast
+        (
+            spec,
+            create_attack(
+                spec, wrapped, profile=profile, correlations=correlations, heldout=heldout, seed=seed, norm=norm
+            ),
         )
+        for spec in specs
+    ]
+    for spec, attack in attacks:
         label = spec.label
         out.methods[label] = str(spec)
         if type(attack).run is MIFGSM.run and attack.normalize == "sample" and attack.clip == "final":
