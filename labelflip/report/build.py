@@ -109,6 +109,13 @@ def study_tables(store: ResultsStore, spec: StudySpec) -> dict[str, StudyTable]:
         flips = _method_flips(store, spec, entry.name)
         n = spec.samples["count"]
         title = f"{entry.name}: mean ± std flips per sample over {n} samples ({spec.norm})"
+        chosen = [
+            f"{m.label} chose γ = {g['gamma']:g} on held-out samples"
+            for m in spec.method_specs
+            if (g := store.get_artefact(entry.name, f"gamma:{m}")) is not None
+        ]
+        if chosen:
+            title += "; " + "; ".join(chosen)
         tables[entry.name] = compare_methods(
             flips, _columns(spec, info["budgets"]), baseline=spec.baseline_label, title=title
         )

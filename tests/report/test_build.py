@@ -277,3 +277,19 @@ def test_quality_renderers() -> None:
     assert '<br><span class="sub">2.55/255</span>' in html and html.count("<tr>") == 1 + 3
     md = quality_markdown(qt)
     assert "| mAP | BCE |" in md and "5% (eps 0.01 = 2.55/255)" in md and "No quality metrics were recorded" in md
+
+
+def test_chosen_gamma_of_class_auto_is_in_the_table_caption(tmp_path: Path) -> None:
+    """Issue 8 item 14: the gamma class-auto chose on held-out samples is shown in the table caption."""
+    from labelflip.attacks import parse_attack
+    from labelflip.report.build import open_study, study_tables
+    from labelflip.study.store import ResultsStore
+
+    out, _ = _write_store(tmp_path, with_labels=True)
+    method = str(parse_attack(METHODS[-1]))
+    with ResultsStore(out / "results.sqlite") as store:
+        store.put_artefact("tiny", f"gamma:{method}", {"gamma": 0.35, "totals": {}})
+    store, spec = open_study(out)
+    with store:
+        title = study_tables(store, spec)["tiny"].title
+    assert "chose γ = 0.35 on held-out samples" in title
