@@ -97,7 +97,7 @@ def _baseline_columns(result: AttackResult, n: int, norm: str) -> tuple[Tensor, 
         )
     norms = result.min_norm.double()
     b = int(result.eps.argmax())
-    if float(result.eps[b]) < float(norms.max()) * (1 + 1e-9):
+    if float(result.eps[b]) < float(norms.max()) * (1 - 1e-9):  # a budget equal to the norm clips nothing
         raise fail(
             _OWNER,
             "baseline_result",

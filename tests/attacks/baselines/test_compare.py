@@ -3,6 +3,8 @@ sample alone at that budget; bad inputs are refused before any work."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -10,6 +12,7 @@ from labelflip import LabelflipError
 from labelflip.analysis.correlation import Correlations
 from labelflip.attacks import MIFGSM, SLAMAttack, create_attack
 from labelflip.attacks.baselines import MLDeepFool, compare_at_baseline_norms
+from labelflip.attacks.baselines.compare import _baseline_columns
 from labelflip.estimate import PolynomialEstimate
 from labelflip.models import MultiLabelModel
 from tests.helpers import TinyCNN, make_inputs
@@ -67,6 +70,9 @@ def test_other_methods_run_once_per_distinct_norm(setup) -> None:
 def test_bad_inputs_are_refused(setup) -> None:
     model, x = setup
     base = baseline(model, x)
+    exact = dataclasses.replace(base, eps=torch.tensor([0.01, float(base.min_norm.max())], dtype=torch.float64))
+    norms, flips = _baseline_columns(exact, x.shape[0], "linf")  # a budget equal to the largest norm clips nothing
+    assert torch.equal(norms, base.min_norm) and torch.equal(flips, base.flips[1])
     with pytest.raises(LabelflipError, match="profile"):
         compare_at_baseline_norms(model, x, base)  # SLAM without a profile: refused before any attack runs
     with pytest.raises(LabelflipError, match="baseline_result"):
