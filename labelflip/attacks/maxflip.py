@@ -40,17 +40,21 @@ Algorithm, per sample and budget (each budget runs its own trajectory; samples n
     x_adv = x_s if n < 2 or c(x_s) >= c(best) else best    # n >= 2: one forward pass at x_s
     P = projection onto the L-inf box (L2 ball) of radius eps around x, then the clamp to the model's bounds.
 
-So MaxFlip uses at most ``n`` forward passes and ``n`` backward passes at budget eps, the count MI-FGSM uses
-(``steps_for`` reports ``n``); the budget is a hard bound (every iterate is projected). L2 uses MI-FGSM's L2 step
+So at budget eps MaxFlip makes ``n`` forward and ``n - 1`` backward passes (``n = 1``: one of each), never more
+than MI-FGSM's ``n`` forward+backward passes (``steps_for`` reports ``n``); the budget is a hard bound (every
+iterate is projected). The loss term ``softplus(m)`` is the seed paper's BCE (eq. 2) with the logit measured from
+the threshold logit (equal to it for threshold 0.5), i.e. a smooth margin loss whose weight ``sigmoid(m)`` fades
+once a label is past its threshold. L2 uses MI-FGSM's L2 step
 ``alpha_l2 = alpha_linf * sqrt(H * W)`` only to count passes (``n = floor(eps / alpha_l2)``); its step sizes are
 ``eta0 * eps`` halved as above.
 
 Parameters (registry spec ``maxflip:slack=2,window=8``; defaults in brackets): ``eta0`` [1.0] first step as a
 multiple of eps; ``phases`` [3] number of step-size levels (``phases - 1`` halvings); ``mu`` [0.75] momentum
 decay; ``window`` [4] steps over which velocity is measured; ``slack`` [1.5] how far beyond its projected reach a
-label is still targeted (large: every label, i.e. BCE with the schedule). No restarts: with a fixed pass budget a
-restart halves the passes of each run, and in our measurements restarting from the checkpoint at every halving
-did not help (docs/benchmarks.md, "MaxFlip vs the paper's attacks").
+label is still targeted; ``select`` [true] the re-selection itself (false: every label at every step, i.e. BCE
+with the schedule and the checkpoint; the ablation). No restarts: with a fixed pass budget a
+restart halves the passes of each run, and in prototype runs APGD's adaptive halving with restarts from the
+checkpoint was no better than this fixed schedule (docs/benchmarks.md, "MaxFlip vs the paper's attacks").
 """
 
 from __future__ import annotations
@@ -63,7 +67,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from labelflip._registry import Param
-from labelflip._validation import check_float, check_int
+from labelflip._validation import check_float, check_int, fail
 from labelflip.attacks.base import Batch, FixedBudgetAttack
 from labelflip.attacks.registry import ATTACKS
 from labelflip.attacks.trajectory import ALPHA_LINF, num_steps
@@ -128,6 +132,7 @@ def reach_selection(
         Param("eta0", float, 1.0, "first step size as a multiple of eps", 0.0),
         Param("phases", int, 3, "step-size levels (phases - 1 halvings)", 1),
         Param("mu", float, 0.75, "momentum decay", 0.0),
+        Param("select", bool, True, "re-select targets by reach (false: every label, an ablation)"),
     ],
     label="MaxFlip",
     description="labelflip's budget-aware max-flip attack: stepsize schedule, reach-based targets, best checkpoint",
@@ -144,6 +149,8 @@ class MaxFlip(FixedBudgetAttack):
     Args:
         model: a :class:`MultiLabelModel` or an ``nn.Module`` returning logits.
         slack, window, eta0, phases, mu: see the module docstring (defaults 1.5, 4, 1.0, 3, 0.75).
+        select: ``False`` targets every label at every step (BCE with MaxFlip's schedule and checkpoint; the
+            ablation that isolates the target re-selection).
         alpha: the step that fixes the pass count ``n = floor(eps / alpha)``; default MI-FGSM's ``1/2560``
             (L-inf) or ``alpha_linf * sqrt(H*W)`` (L2).
         norm, batch_size, return_adv: see :class:`~labelflip.attacks.base.Attack`.
@@ -162,6 +169,7 @@ class MaxFlip(FixedBudgetAttack):
         eta0: float = 1.0,
         phases: int = 3,
         mu: float = 0.75,
+        select: bool = True,
         alpha: float | None = None,
         norm: Literal["linf", "l2"] = "linf",
         batch_size: int | None = None,
@@ -173,12 +181,15 @@ class MaxFlip(FixedBudgetAttack):
         self.eta0 = check_float(_OWNER, "eta0", eta0, low=0.0, low_inclusive=False, fix="e.g. eta0=1.0.")
         self.phases = check_int(_OWNER, "phases", phases, low=1, fix="e.g. phases=3.")
         self.mu = check_float(_OWNER, "mu", mu, low=0.0, fix="e.g. mu=0.75.")
+        if not isinstance(select, bool):
+            raise fail(_OWNER, "select", "a bool", select, "select=False targets every label (ablation).")
+        self.select = select
         self.alpha = None if alpha is None else check_float(_OWNER, "alpha", alpha, low=0.0, low_inclusive=False)
 
     def __repr__(self) -> str:
         return (
             f"MaxFlip(slack={self.slack}, window={self.window}, eta0={self.eta0}, phases={self.phases}, "
-            f"mu={self.mu}, norm={self.norm!r}, alpha={self.alpha})"
+            f"mu={self.mu}, select={self.select}, norm={self.norm!r}, alpha={self.alpha})"
         )
 
     def describe(self) -> str:
@@ -263,7 +274,7 @@ class MaxFlip(FixedBudgetAttack):
                 best = torch.where(_view(better, x.ndim), x, best)
                 best_count = torch.where(better, count, best_count)
                 history = [*history, m][-(self.window + 1) :]  # margins at x_{k-window} .. x_k
-                if k >= 2:
+                if k >= 2 and self.select:
                     lag = min(self.window, k)
                     sel = reach_selection(m, history[-lag - 1], sum(etas[k - lag : k]), suffix[k], self.slack)
                 else:
