@@ -22,6 +22,12 @@ def _single_thread():
     torch.set_num_threads(previous)
 
 
+@pytest.fixture(autouse=True)
+def _probe_cache_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI's probe cache (labelflip.analysis.cache) in a fresh directory per test, never the user's."""
+    monkeypatch.setenv("LABELFLIP_PROBE_CACHE", str(tmp_path_factory.mktemp("probe-cache")))
+
+
 @pytest.fixture
 def tiny_cnn() -> TinyCNN:
     return TinyCNN()

@@ -23,6 +23,10 @@ The curve fitted is ``max(BCE, Linear)`` (``curve="max"``, the paper) or BCE alo
 authors' code, which computes the Linear curve and throws it away; labelflip then skips it). The fit is an
 ordinary least-squares polynomial of order 4 (or 3) through all points including the origin, coefficients in
 increasing degree (``numpy.polynomial.polynomial.polyfit``).
+
+The probe keeps every image's flip count at every point (``image_flips_bce`` / ``image_flips_linear``), from
+which ``eps_max_ci``, a 95 % percentile-bootstrap interval of ``eps_max`` over the probe images, is computed
+(:mod:`labelflip.analysis.profile_ci`: what it covers and what it does not).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from torch import Tensor, nn
 
 from labelflip._validation import LabelflipWarning, check_choice, check_float, check_int, fail
 from labelflip.analysis.artefact import Artefact
+from labelflip.analysis.profile_ci import BOOTSTRAP_RESAMPLES, CI_LEVEL, bootstrap_eps_max
 from labelflip.attacks import MIFGSM, clean_pass, count_flips, prepare_inputs
 from labelflip.estimate import polynomial_estimate
 from labelflip.losses import check_flip_estimate
@@ -85,6 +90,10 @@ class Profile(Artefact):
             attacks and budget grids unless :meth:`accept_cap` is called).
         model_fingerprint, seed: provenance, when known.
         max_steps: the probe's cap in steps (``None`` in profiles saved before it was recorded).
+        image_flips_bce, image_flips_linear: ``(points, images)`` flips of every probe image at every point
+            (``None`` in profiles saved before they were recorded; ``image_flips_linear`` ``None`` for ``"bce"``).
+        eps_max_ci: 95 % percentile-bootstrap interval ``(low, high)`` of ``eps_max`` over the ``num_samples``
+            probe images (:meth:`bootstrap_eps_max`), ``None`` when unknown; ``ci_resamples``: its resamples.
     """
 
     coefficients: list[float]
@@ -106,9 +115,42 @@ class Profile(Artefact):
     seed: int | None = None
     notes: list[str] = field(default_factory=list)
     max_steps: int | None = None
+    image_flips_bce: list[list[int]] | None = None
+    image_flips_linear: list[list[int]] | None = None
+    eps_max_ci: tuple[float, float] | None = None
+    ci_resamples: int | None = None
 
     FORMAT: ClassVar[str] = _FORMAT
     CREATE_HINT: ClassVar[str] = "create one with `labelflip profile` or probe_profile(...).save(path)."
+
+    def __post_init__(self) -> None:
+        if self.eps_max_ci is not None:  # JSON stores a list
+            self.eps_max_ci = (float(self.eps_max_ci[0]), float(self.eps_max_ci[1]))
+
+    def bootstrap_eps_max(
+        self, *, resamples: int = BOOTSTRAP_RESAMPLES, level: float = CI_LEVEL, seed: int | None = None
+    ) -> tuple[float, float]:
+        """Percentile-bootstrap interval ``(low, high)`` of ``eps_max`` over the probe images (resampled with
+        replacement, the stopping rule re-applied; :func:`~labelflip.analysis.profile_ci.bootstrap_eps_max`).
+        ``seed`` defaults to the profile's probe seed (0 if unknown); refused for a profile saved without the
+        per-image flips."""
+        if self.image_flips_bce is None:
+            raise fail(
+                "Profile.bootstrap_eps_max",
+                "profile",
+                "a profile with per-image flips (probed by this labelflip version)",
+                "a profile without them",
+                "re-probe the profile (`labelflip profile`).",
+            )
+        mats = [self.image_flips_bce] + ([self.image_flips_linear] if self.image_flips_linear else [])
+        seed = (self.seed or 0) if seed is None else seed
+        ci, _, _ = bootstrap_eps_max(self.eps, mats, rel_tol=self.rel_tol, resamples=resamples, level=level, seed=seed)
+        return ci
+
+    def eps_max_text(self) -> str:
+        """``eps_max = 0.234 (95% CI 0.168-0.234, 40 probe images)`` (the interval left out when unknown)."""
+        ci = f"95% CI {self.eps_max_ci[0]:.3g}-{self.eps_max_ci[1]:.3g}, " if self.eps_max_ci is not None else ""
+        return f"eps_max = {self.eps_max:.3g} ({ci}{self.num_samples} probe images)"
 
     def estimate(self, eps: float | Sequence[float] | np.ndarray) -> np.ndarray | float:
         """``E(eps)``: estimated mean flips (unclipped polynomial value)."""
@@ -220,9 +262,10 @@ def stopping_rule(flips: Sequence[float], *, rel_tol: float = 0.01, min_points: 
 
 
 @torch.no_grad()
-def _mean_flips(model: MultiLabelModel, x_adv: Tensor, clean_pred: Tensor) -> float:
+def _image_flips(model: MultiLabelModel, x_adv: Tensor, clean_pred: Tensor) -> Tensor:
+    """Flips per image ``(N,)`` int64 of the iterate ``x_adv``."""
     pred = model.predict_from_probabilities(torch.sigmoid(model(x_adv)))
-    return float(count_flips(clean_pred, pred)[0].double().mean())
+    return count_flips(clean_pred, pred)[0].cpu()
 
 
 def probe_profile(
@@ -288,7 +331,8 @@ def probe_profile(
         _, clean_pred = clean_pass(m, x)
         target = (~clean_pred).to(x.dtype)
         trajs = {k: a.trajectory(x, target=target) for k, a in attacks.items()}
-        curves: dict[str, list[float]] = {k: [_mean_flips(m, t.final(), clean_pred)] for k, t in trajs.items()}
+        per_image = {k: [_image_flips(m, t.final(), clean_pred)] for k, t in trajs.items()}
+        curves = {k: [float(v[0].double().mean())] for k, v in per_image.items()}
         eps_points = [0.0]
         fitted = [max(c[0] for c in curves.values())]
         reason: str | None = None
@@ -300,7 +344,8 @@ def probe_profile(
                     t.step()
             k += interval
             for name, t in trajs.items():
-                curves[name].append(_mean_flips(m, t.final(), clean_pred))
+                per_image[name].append(_image_flips(m, t.final(), clean_pred))
+                curves[name].append(float(per_image[name][-1].double().mean()))
             eps_points.append(k * step)
             fitted.append(max(c[-1] for c in curves.values()))
             if progress is not None:
@@ -320,6 +365,12 @@ def probe_profile(
         warnings.warn(f"probe_profile: {note}.", LabelflipWarning, stacklevel=2)
     coefs = fit_profile_polynomial(eps_points, fitted, order)
     eps_max = float(eps_points[stop_at])
+    images = {k: torch.stack(v).tolist() for k, v in per_image.items()}  # (points, N) each
+    ci, _, censored = bootstrap_eps_max(
+        eps_points, list(images.values()), rel_tol=rel_tol, seed=0 if seed is None else seed
+    )
+    if censored > (1 - CI_LEVEL) / 2 and reason != "cap":  # a capped probe says so already
+        notes.append(f"the stopping rule did not fire within the probe in {censored:.0%} of the bootstrap resamples")
     log.info("profile: eps_max=%.5g after %d steps (%s), E(eps_max)=%.2f", eps_max, k, reason, fitted[stop_at])
     return Profile(
         coefficients=[float(c) for c in coefs],
@@ -341,4 +392,8 @@ def probe_profile(
         seed=seed,
         notes=notes,
         max_steps=max_steps,
+        image_flips_bce=images["bce"],
+        image_flips_linear=images.get("linear"),
+        eps_max_ci=ci,
+        ci_resamples=BOOTSTRAP_RESAMPLES,
     )

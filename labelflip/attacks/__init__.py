@@ -18,6 +18,7 @@ from labelflip.attacks.base import (
     prepare_inputs,
     validate_budgets,
 )
+from labelflip.attacks.ensemble import WorstCaseEnsemble  # noqa: F401  (registers "worst-case")
 from labelflip.attacks.maxflip import MaxFlip  # noqa: F401  (registers "maxflip")
 from labelflip.attacks.mifgsm import MIFGSM, SLAMAttack
 from labelflip.attacks.registry import (

@@ -7,7 +7,8 @@ called the same way and fills the same ``(budgets x samples)`` :class:`AttackRes
 
 :meth:`Attack.__call__` does, once for every attack: budget validation, input validation (shape, bounds, NaN),
 the one-off model checks (:func:`labelflip.models.ensure_checked`), device and dtype, eval mode with every
-submodule's flag restored afterwards (also on error), chunking (``batch_size``), the clean pass (confidences and
+submodule's flag restored afterwards (also on error), chunking (``batch_size``, else the model's runtime's; halved
+and retried on out-of-memory: :class:`labelflip.models.chunking.ChunkPlan`), the clean pass (confidences and
 predictions), the default target ``1 - clean prediction``, and the evaluation of the adversarial inputs (one
 forward per budget, flips against the clean prediction, achieved L-inf/L2 norms). A subclass implements ``run``:
 
@@ -38,9 +39,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from labelflip._validation import LabelflipWarning, check_choice, check_float, check_int, fail
+from labelflip._validation import LabelflipWarning, check_choice, check_float, fail
 from labelflip.attacks.result import AttackResult, count_flips
 from labelflip.models import MultiLabelModel, as_model, ensure_checked
+from labelflip.models.chunking import ChunkPlan
+from labelflip.models.runtime import check_batch_size
 
 __all__ = [
     "LARGE_LINF_BUDGET",
@@ -59,7 +62,8 @@ _PER_SAMPLE_KEYS = ("clean_probs", "clean_pred", "target", "min_norm", "sample_i
 
 LARGE_LINF_BUDGET = 0.3
 """L-inf budgets above this fraction of the input range (0.3 for [0, 1] images; 8/255 = 0.031 is usual) warn: a
-unit mistake (0-255 budgets) or labels passed where ``eps`` goes."""
+unit mistake (0-255 budgets) or labels passed where ``eps`` goes. Fixed-budget attacks only: a minimum-norm attack's
+budget only clips its perturbation, and ``eps`` = the input range is how its unclipped example is asked for."""
 
 
 def validate_budgets(
@@ -155,7 +159,8 @@ class Attack(ABC):
     Args:
         model: a :class:`MultiLabelModel` or an ``nn.Module`` returning logits (wrapped with defaults).
         norm: ``"linf"`` or ``"l2"``: the threat model budgets are radii of.
-        batch_size: samples per chunk (memory); ``None`` = all at once.
+        batch_size: samples per chunk (memory); ``None`` = the model's ``runtime.batch_size`` (default: all at
+            once); ``"auto"`` = sized from free GPU memory. An out-of-memory chunk is halved and retried.
         return_adv: keep the adversarial inputs in the result (``(B, N, ...)``; memory).
 
     Class attributes a subclass sets:
@@ -173,13 +178,13 @@ class Attack(ABC):
         model: nn.Module | MultiLabelModel,
         *,
         norm: Literal["linf", "l2"] = "linf",
-        batch_size: int | None = None,
+        batch_size: int | Literal["auto"] | None = None,
         return_adv: bool = False,
     ) -> None:
         owner = type(self).__name__
         self.model = as_model(model)
         self.norm = check_choice(owner, "norm", norm, ("linf", "l2"))
-        self.batch_size = None if batch_size is None else check_int(owner, "batch_size", batch_size, low=1)
+        self.batch_size = check_batch_size(owner, "batch_size", batch_size)
         if not isinstance(return_adv, bool):
             raise fail(owner, "return_adv", "a bool", return_adv)
         self.return_adv = return_adv
@@ -192,6 +197,10 @@ class Attack(ABC):
     def describe(self) -> str:
         """A short description stored in ``AttackResult.loss`` (the loss or method)."""
         return repr(self)
+
+    def stack_factor(self, budgets: list[float]) -> int:
+        """Copies of each sample one forward of ``run`` holds (stacked trajectories: more); sizes ``"auto"`` chunks."""
+        return 1
 
     @abstractmethod
     def _run_batch(self, batch: Batch, budgets: list[float]) -> tuple[Tensor, Tensor | None]:
@@ -223,25 +232,25 @@ class Attack(ABC):
         """
         owner = type(self).__name__
         start = time.perf_counter()
-        budgets = validate_budgets(eps, owner, norm=self.norm, bounds=self.model.bounds)
+        guard = self.model.bounds if self.kind == "fixed-budget" else None  # min-norm: eps only clips (no warning)
+        budgets = validate_budgets(eps, owner, norm=self.norm, bounds=guard)
         model, x = prepare_inputs(self.model, x, owner)
         n = x.shape[0]
         if target is not None:
             target = model.validate_labels(target, n, owner=owner, param="target").to(x.device)
         w = self._prepare_weights(weights, n, len(budgets), owner)
         ids = self._prepare_ids(sample_ids, n, owner)
-        chunk = self.batch_size or n
-        parts: list[dict[str, Tensor]] = []
         info: dict[str, Any] = {}
+
+        def chunk(sl: slice) -> dict[str, Tensor]:
+            probs, pred = clean_pass(model, x[sl])
+            t = (~pred).to(x.dtype) if target is None else target[sl].to(x.dtype)
+            wc = None if w is None else (w[:, sl] if w.ndim == 3 else w[sl]).to(x.device)
+            batch = Batch(x[sl], probs, pred, t, wc, ids[sl], info)
+            return self._evaluate(batch, *self._run_batch(batch, budgets))
+
         with model.eval_mode():
-            for lo in range(0, n, chunk):
-                sl = slice(lo, min(n, lo + chunk))
-                probs, pred = clean_pass(model, x[sl])
-                t = (~pred).to(x.dtype) if target is None else target[sl].to(x.dtype)
-                wc = None if w is None else (w[:, sl] if w.ndim == 3 else w[sl]).to(x.device)
-                batch = Batch(x[sl], probs, pred, t, wc, ids[sl], info)
-                x_adv, min_norm = self._run_batch(batch, budgets)
-                parts.append(self._evaluate(batch, x_adv, min_norm))
+            parts = ChunkPlan.for_attack(self, model, x, budgets).run(n, chunk, info)
         # Per-sample tensors are concatenated on dim 0, per-budget ones (B, N, ...) on dim 1.
         merged = {
             key: torch.cat(
@@ -280,7 +289,8 @@ class Attack(ABC):
         with torch.no_grad():
             adv_probs = torch.stack([torch.sigmoid(model(xb)) for xb in x_adv])
         adv_pred = model.predict_from_probabilities(adv_probs)
-        delta = (x_adv.double() - x0.double().unsqueeze(0)).flatten(2)
+        xa, xc = (x_adv, x0) if x0.device.type != "mps" else (x_adv.cpu(), x0.cpu())  # MPS has no float64
+        delta = (xa.double() - xc.double().unsqueeze(0)).flatten(2)
         out = {
             "clean_probs": batch.clean_probs.float().cpu(),
             "clean_pred": batch.clean_pred.cpu(),
@@ -293,7 +303,7 @@ class Attack(ABC):
         if batch.weights is not None:
             out["weights"] = batch.weights.float().cpu()
         if min_norm is not None:
-            out["min_norm"] = min_norm.double().cpu()
+            out["min_norm"] = min_norm.cpu().double()
         if self.return_adv:
             out["x_adv"] = x_adv.detach().cpu()
         return out

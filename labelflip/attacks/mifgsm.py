@@ -30,28 +30,88 @@ A **list of budgets** runs in one call. For losses that do not depend on eps (BC
 fixed weights) the trajectory of a smaller budget is a prefix of a larger one (alpha is fixed), so one run
 checkpointed at every step count gives results bit-identical to separate runs (SPEC-reference-code §10).
 With ``clip="step"`` the per-step projection radius is eps, so each budget then runs its own trajectory.
+
+``stack=True`` runs the trajectories that cannot share (SLAM's budgets, ``clip="step"``, the distinct subsets of the
+subset attacks) as one stacked batch of ``budgets x samples`` rows instead of one small batch after another
+(:func:`labelflip.attacks.trajectory.run_lanes`; at most ``max_rows`` rows per batch): the same rows are stepped, in
+fewer and larger batches, with results equal to the per-budget runs up to the rounding of batched kernels.
+
+``reuse=True`` keeps the captured iterates of weight-free trajectories of eps-independent losses (BCE's whole grid;
+a subset attack's budgets whose subset is every label, weight 1 being exact) in a small process-wide cache
+(:data:`CAPTURES`) keyed by the model's state, the settings, the loss and the exact bytes of the inputs, target and
+clean confidences: a later call on the same chunk (a study's CLASS and random units after its BCE unit) takes them
+from there instead of recomputing the same trajectory. Bit-identical by construction (same key, same computation).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+from collections import OrderedDict
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
 from labelflip._registry import Param
-from labelflip._validation import LabelflipError, check_choice, check_float
+from labelflip._validation import LabelflipError, check_choice, check_float, check_int, fail
 from labelflip.attacks.base import Batch, FixedBudgetAttack, prepare_inputs
 from labelflip.attacks.registry import ATTACKS
-from labelflip.attacks.trajectory import ALPHA_LINF, StepRule, Trajectory, num_steps
+from labelflip.attacks.trajectory import ALPHA_LINF, Lane, StepRule, Trajectory, num_steps, run_lanes
 from labelflip.estimate import FlipEstimate
 from labelflip.losses import AttackLoss, SLAMLoss, check_flip_estimate, create_loss
 from labelflip.models import MultiLabelModel
 
-__all__ = ["ALPHA_LINF", "MIFGSM", "num_steps"]
+__all__ = ["ALPHA_LINF", "CAPTURES", "MIFGSM", "CaptureCache", "num_steps"]
 
 _OWNER = "MIFGSM"
+
+
+def _digest(t: Tensor) -> str:
+    a = t.detach().cpu().contiguous()
+    return hashlib.blake2b(f"{a.dtype}{tuple(a.shape)}".encode() + a.numpy().tobytes(), digest_size=16).hexdigest()
+
+
+class CaptureCache:
+    """Captured iterates ``{(steps, radius): x_adv (N, ...)}`` of weight-free trajectories, least recently used
+    first out, at most ``max_entries`` trajectories and ``max_bytes`` of tensors (on their device)."""
+
+    def __init__(self, max_entries: int = 16, max_bytes: int = 256 * 2**20) -> None:
+        self.max_entries, self.max_bytes = max_entries, max_bytes
+        self._entries: OrderedDict[tuple, dict[tuple[int, float], Tensor]] = OrderedDict()
+        self.hits = 0
+
+    def key(self, attack: MIFGSM, batch: Batch, rule: StepRule) -> tuple:
+        """What a trajectory's captures depend on: the model (identity, every parameter and buffer's storage and
+        version counter, runtime), the update rule, the loss, and the bytes of ``x``, target and clean confidences."""
+        model = attack.model
+        state = tuple((t.data_ptr(), t._version) for t in model.state_dict(keep_vars=True).values())
+        runtime = repr(getattr(model, "runtime", None))
+        data = tuple(_digest(t) for t in (batch.x, batch.target, batch.clean_probs))
+        return (id(model), state, runtime, rule, type(attack.loss).__name__, repr(attack.loss), data)
+
+    def get(self, key: tuple, captures: list[tuple[int, float]]) -> list[Tensor] | None:
+        entry = self._entries.get(key)
+        if entry is None or any(c not in entry for c in captures):
+            return None
+        self._entries.move_to_end(key)
+        self.hits += 1
+        return [entry[c] for c in captures]
+
+    def put(self, key: tuple, captured: dict[tuple[int, float], Tensor]) -> None:
+        entry = self._entries.setdefault(key, {})
+        entry.update(captured)
+        self._entries.move_to_end(key)
+        size = lambda: sum(t.numel() * t.element_size() for e in self._entries.values() for t in e.values())  # noqa: E731
+        while self._entries and (len(self._entries) > self.max_entries or size() > self.max_bytes):
+            self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+CAPTURES = CaptureCache()
+"""The process-wide cache of ``MIFGSM(reuse=True)``."""
 
 
 @ATTACKS.register("bce", fixed={"loss": "bce"}, label="BCE", description="MI-FGSM, BCE on every label (baseline)")
@@ -83,6 +143,12 @@ class MIFGSM(FixedBudgetAttack):
         bce_formulation: ``"stable"`` (BCE on logits) or ``"authors"`` (BCE on probabilities, as the authors'
             code; zero gradient once sigmoid rounds to 1): applied to the BCE terms of the loss (BCE, SLAM).
         l2_mode: ``"project"`` (true L2 bound) or ``"paper"`` (authors' unprojected raw momentum).
+        stack: run the trajectories of a chunk that cannot share a prefix (eps-dependent loss, ``clip="step"``,
+            per-budget weights) stacked in one batch (``normalize="sample"`` only; see the module docstring).
+        max_rows: the most rows (samples x stacked trajectories) one stacked batch holds (memory); a trajectory
+            of more samples than this runs alone.
+        reuse: take weight-free trajectories of eps-independent losses from :data:`CAPTURES` when an earlier call
+            computed them on the same inputs (and keep them there); see the module docstring.
         batch_size: process samples in chunks of this size (memory).
         return_adv: keep the adversarial inputs in the result (``(B, N, ...)``; memory).
     """
@@ -99,6 +165,9 @@ class MIFGSM(FixedBudgetAttack):
         clip: Literal["final", "step", "bounds"] = "final",
         l2_mode: Literal["project", "paper"] = "project",
         bce_formulation: Literal["stable", "authors"] = "stable",
+        stack: bool = False,
+        max_rows: int = 256,
+        reuse: bool = False,
         batch_size: int | None = None,
         return_adv: bool = False,
     ) -> None:
@@ -111,6 +180,16 @@ class MIFGSM(FixedBudgetAttack):
         self.normalize = check_choice(_OWNER, "normalize", normalize, ("sample", "batch"))
         self.clip = check_choice(_OWNER, "clip", clip, ("final", "step", "bounds"))
         self.l2_mode = check_choice(_OWNER, "l2_mode", l2_mode, ("project", "paper"))
+        if not isinstance(stack, bool):
+            raise fail(_OWNER, "stack", "a bool", stack)
+        if stack and self.normalize != "sample":
+            raise fail(_OWNER, "stack", "False with normalize='batch' (a batch-global norm couples stacked rows)",
+                       stack, "use normalize='sample' to stack, or stack=False.")  # fmt: skip
+        self.stack = stack
+        self.max_rows = check_int(_OWNER, "max_rows", max_rows, low=1)
+        if not isinstance(reuse, bool):
+            raise fail(_OWNER, "reuse", "a bool", reuse)
+        self.reuse = reuse
 
     def __repr__(self) -> str:
         return (
@@ -139,27 +218,86 @@ class MIFGSM(FixedBudgetAttack):
         alpha = self.step_size(x)
         return [num_steps(e, alpha) for e in budgets]
 
+    def stack_factor(self, budgets: list[float]) -> int:
+        """Copies of each sample in one stacked batch: the budgets that cannot share a trajectory (at most)."""
+        return len(budgets) if self.stack else 1
+
     # ------------------------------------------------------------------ the attack
     def run(self, batch: Batch, budgets: list[float]) -> Tensor:
-        x0, t, weights = batch.x, batch.target, batch.weights
+        x0, t = batch.x, batch.target
         rule = self.rule(x0)
         steps = self.steps_for(budgets, x0)
-        adv: list[Tensor | None] = [None] * len(budgets)
+        adv: list[Tensor] = [x0] * len(budgets)
         shareable = not self.loss.depends_on_eps and self.clip != "step"
-        for group, wg in self._groups(budgets, weights):
-            if shareable:
-                # One trajectory for the group; checkpoint at each step count (prefix property).
-                radius = self._radius(max(budgets[b] for b in group), x0)
-                traj = Trajectory(self.model, self.loss, x0, t, weights=wg, radius=radius, rule=rule)
-                for b in sorted(group, key=lambda b: steps[b]):
-                    adv[b] = traj.run_to(steps[b]).final(self._radius(budgets[b], x0))
-            else:
-                (b,) = group
-                loss_eps = torch.full((x0.shape[0],), budgets[b], dtype=torch.float64)
-                radius = self._radius(budgets[b], x0)
-                traj = Trajectory(self.model, self.loss, x0, t, weights=wg, loss_eps=loss_eps, radius=radius, rule=rule)
-                adv[b] = traj.run_to(steps[b]).final()
-        return torch.stack(adv)  # type: ignore[arg-type]  # (B, N, ...)
+        groups = self._groups(budgets, batch.weights)
+        key = CAPTURES.key(self, batch, rule) if self.reuse and shareable else None
+        if key is not None:
+            groups = [g for g in groups if not self._from_cache(key, g, budgets, steps, adv)]
+        if self.stack and len(groups) > 1:
+            self._run_stacked(batch, budgets, steps, groups, shareable, adv)
+        else:
+            for group, wg in groups:
+                if shareable:
+                    # One trajectory for the group; checkpoint at each step count (prefix property).
+                    radius = self._radius(max(budgets[b] for b in group), x0)
+                    traj = Trajectory(self.model, self.loss, x0, t, weights=wg, radius=radius, rule=rule)
+                    for b in sorted(group, key=lambda b: steps[b]):
+                        adv[b] = traj.run_to(steps[b]).final(self._radius(budgets[b], x0))
+                else:
+                    (b,) = group
+                    loss_eps = torch.full((x0.shape[0],), budgets[b], dtype=torch.float64)
+                    radius = self._radius(budgets[b], x0)
+                    traj = Trajectory(
+                        self.model, self.loss, x0, t, weights=wg, loss_eps=loss_eps, radius=radius, rule=rule
+                    )
+                    adv[b] = traj.run_to(steps[b]).final()
+        if key is not None:
+            for group, wg in groups:
+                if _weight_free(wg):
+                    CAPTURES.put(key, {(steps[b], budgets[b]): adv[b] for b in group})
+        return torch.stack(adv)  # (B, N, ...)
+
+    @staticmethod
+    def _from_cache(
+        key: tuple, group: tuple[list[int], Tensor | None], budgets: list[float], steps: list[int], adv: list[Tensor]
+    ) -> bool:
+        """Fill ``adv`` for a weight-free group found in :data:`CAPTURES`; whether it was."""
+        members, wg = group
+        if not _weight_free(wg):
+            return False
+        found = CAPTURES.get(key, [(steps[b], budgets[b]) for b in members])
+        if found is None:
+            return False
+        for b, a in zip(members, found, strict=True):
+            adv[b] = a
+        return True
+
+    def _run_stacked(
+        self,
+        batch: Batch,
+        budgets: list[float],
+        steps: list[int],
+        groups: list[tuple[list[int], Tensor | None]],
+        shareable: bool,
+        adv: list[Tensor],
+    ) -> None:
+        """:meth:`run` with the groups' trajectories stacked into ``adv``: one lane per group (:func:`run_lanes`),
+        capturing each of its budgets at its step count (the same captures, radii and loss budgets as the per-group
+        runs)."""
+        lanes = []
+        for group, wg in groups:
+            order = sorted(group, key=lambda b: steps[b])
+            captures = tuple((steps[b], budgets[b]) for b in order)
+            loss_eps = None if shareable else budgets[group[0]]
+            lanes.append((order, Lane(captures, wg, loss_eps, max(budgets[b] for b in group))))
+        x0 = batch.x
+        outs = run_lanes(
+            self.model, self.loss, x0, batch.target, [lane for _, lane in lanes], rule=self.rule(x0),
+            max_rows=self.max_rows,
+        )  # fmt: skip
+        for (order, _), out in zip(lanes, outs, strict=True):
+            for b, a in zip(order, out, strict=True):
+                adv[b] = a
 
     def _groups(self, budgets: list[float], weights: Tensor | None) -> list[tuple[list[int], Tensor | None]]:
         """Budgets that can share one trajectory, with their weights.
@@ -204,6 +342,11 @@ class MIFGSM(FixedBudgetAttack):
         return Trajectory(
             model, self.loss, x, target.to(x), weights=weights, loss_eps=loss_eps, radius=radius, rule=self.rule(x)
         )
+
+
+def _weight_free(weights: Tensor | None) -> bool:
+    """No weights, or every weight exactly 1 (``t * 1.0`` is exact: the same bits as no weights)."""
+    return weights is None or bool((weights == 1).all())
 
 
 def _slam_label(params: dict) -> str:

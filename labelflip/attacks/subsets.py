@@ -38,7 +38,7 @@ __all__ = [
 
 
 # ----------------------------------------------------------------------------- attacks
-_ENGINE_OPTIONS = ("alpha", "mu", "normalize", "clip", "l2_mode", "bce_formulation")
+_ENGINE_OPTIONS = ("alpha", "mu", "normalize", "clip", "l2_mode", "bce_formulation", "stack", "max_rows", "reuse")
 GAMMA_GRID: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(21))
 """The paper's gamma search grid: 0, 0.05, ..., 1."""
 
@@ -71,7 +71,8 @@ class SubsetAttack(FixedBudgetAttack):
     Args:
         model: the classifier.
         **options: ``norm``, ``batch_size``, ``return_adv`` and the MI-FGSM settings ``alpha``, ``mu``,
-            ``normalize``, ``clip``, ``l2_mode`` (see :class:`MIFGSM`).
+            ``normalize``, ``clip``, ``l2_mode``, ``stack``, ``max_rows``, ``reuse`` (see :class:`MIFGSM`; with
+            ``stack`` the distinct subsets of a chunk run as one stacked batch).
     """
 
     def __init__(self, model: nn.Module | MultiLabelModel, **options: Any) -> None:
@@ -85,6 +86,9 @@ class SubsetAttack(FixedBudgetAttack):
 
     def steps_for(self, budgets: list[float], x: Tensor) -> list[int]:
         return self.engine.steps_for(budgets, x)
+
+    def stack_factor(self, budgets: list[float]) -> int:
+        return self.engine.stack_factor(budgets)
 
     def describe(self) -> str:
         return repr(self.engine.loss)

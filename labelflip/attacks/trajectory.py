@@ -21,21 +21,32 @@ clamps to the bounds. A zero gradient never produces NaN: a sample whose loss gr
 (their ``0/0`` gives NaN and ``sign(NaN) = 0``, so the image never moves again). With ``normalize="batch"`` (the
 authors' batch-global norm, parity only) a step is frozen for the whole batch exactly when the whole batch's
 gradient is zero, as theirs; a single sample's zero gradient then leaves its momentum running, as theirs does.
+
+**Stacked lanes** (:func:`run_lanes`): with per-sample normalisation every row of a trajectory moves independently of
+the others, so several trajectories of the same ``N`` samples (a *lane* each: one budget of SLAM, one subset of a
+subset attack, or a group of budgets sharing a prefix) run as one ``(L * N)``-row batch with per-row target,
+weights, loss budget and radius. Each lane's iterate is captured at its own step counts and the lane then leaves the
+batch, so the rows stepped are exactly those of separate runs (``sum_lanes n_lane * N``), in fewer, larger batches.
+The result equals separate runs up to the float rounding of batched kernels (a GEMM or a vectorised ``exp`` may round
+one row differently at another batch size; on the built-in models at chunk sizes of 20 and their multiples they
+round identically).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import Tensor
 
+from labelflip._validation import fail
 from labelflip.losses import AttackLoss
 from labelflip.models import MultiLabelModel
 
-__all__ = ["ALPHA_LINF", "StepRule", "Trajectory", "num_steps"]
+__all__ = ["ALPHA_LINF", "Lane", "StepRule", "Trajectory", "num_steps", "run_lanes"]
 
 ALPHA_LINF = 1.0 / 2560.0
 """The authors' fixed L-inf step, ``(1/256) / 10`` (SPEC-reference-code §1.1)."""
@@ -163,15 +174,17 @@ class Trajectory:
         norms = delta.flatten(1).norm(dim=1).view(radius.shape)
         return delta * torch.where(norms > radius, radius / norms.clamp_min(1e-30), torch.ones_like(norms))
 
-    def _clamp(self, x: Tensor, radius: Tensor | None = None) -> Tensor:
-        """Project onto the eps-ball around ``x0`` (L-inf box or L2 ball), then clamp to the bounds."""
-        r = self.radius if radius is None else radius.to(self.x0.dtype).view(self.radius.shape)
+    def _clamp(self, x: Tensor, radius: Tensor | None = None, x0: Tensor | None = None) -> Tensor:
+        """Project onto the eps-ball around ``x0`` (default: the trajectory's; L-inf box or L2 ball), then clamp to
+        the bounds."""
+        x0 = self.x0 if x0 is None else x0
+        r = self.radius if radius is None else radius.to(x0.dtype).view((-1,) + (1,) * (x0.ndim - 1))
         if self.rule.norm == "linf" and self.rule.clip == "bounds":
             pass  # the authors' final clamp to the bounds only: no eps-box (float drift of n * alpha kept)
         elif self.rule.norm == "linf":
-            x = torch.minimum(torch.maximum(x, self.x0 - r), self.x0 + r)
+            x = torch.minimum(torch.maximum(x, x0 - r), x0 + r)
         elif self.rule.l2_mode == "project":
-            x = self.x0 + self._project_l2(x - self.x0, r)
+            x = x0 + self._project_l2(x - x0, r)
         low, high = self.model.bounds
         return x.clamp(low, high)
 
@@ -180,3 +193,129 @@ class Trajectory:
         trajectory's) and clamped to the bounds."""
         with torch.no_grad():
             return self._clamp(self.x, radius)
+
+    def final_rows(self, rows: slice, radius: float) -> Tensor:
+        """:meth:`final` of the rows ``rows`` only, projected to the budget ``radius`` (a lane of :func:`run_lanes`)."""
+        with torch.no_grad():
+            r = torch.full((rows.stop - rows.start,), radius, device=self.x0.device)
+            return self._clamp(self.x[rows], r, self.x0[rows])
+
+    def keep_rows(self, rows: slice) -> None:
+        """Drop every row outside ``rows`` (a contiguous range) from the state; the kept rows continue unchanged."""
+        for name in ("x0", "x", "g", "target", "weights", "loss_eps", "radius", "frozen"):
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, value[rows].clone())
+
+
+@dataclass(frozen=True)
+class Lane:
+    """One trajectory of a chunk's ``N`` samples inside a stacked run (:func:`run_lanes`).
+
+    Attributes:
+        captures: ``(steps, radius)`` pairs, one output each: the iterate after ``steps`` steps, projected onto the
+            ball of ``radius`` around the clean input and clamped to the bounds (one budget). Several captures are
+            budgets sharing one trajectory (a loss that does not depend on eps: the prefix property).
+        weights: ``(N, K)`` label weights in [0, 1], or ``None`` (every label weighs 1).
+        loss_eps: the budget an eps-dependent loss (SLAM) is given, or ``None``.
+        radius: the projection radius of the steps themselves (``clip="step"``); default: the largest capture radius.
+    """
+
+    captures: tuple[tuple[int, float], ...]
+    weights: Tensor | None = None
+    loss_eps: float | None = None
+    radius: float | None = None
+
+    @property
+    def length(self) -> int:
+        """The steps this lane runs (its last capture)."""
+        return max(steps for steps, _ in self.captures)
+
+
+def run_lanes(
+    model: MultiLabelModel,
+    loss: AttackLoss,
+    x0: Tensor,
+    target: Tensor,
+    lanes: Sequence[Lane],
+    *,
+    rule: StepRule,
+    max_rows: int | None = None,
+) -> list[list[Tensor]]:
+    """Run every lane over ``x0`` ``(N, ...)`` with ``target`` ``(N, K)``, stacked: lanes of similar length share one
+    batch of at most ``max_rows`` rows (``max(1, max_rows // N)`` lanes; ``None``: all lanes in one batch).
+
+    Every row follows the update of :class:`Trajectory` with its own lane's weights, loss budget and radius; a lane
+    leaves the batch after its last capture, so the rows stepped equal those of separate runs. Requires per-sample
+    normalisation (``rule.normalize == "sample"``): the batch-global norm would couple the lanes.
+
+    Returns:
+        ``out[lane][capture]``: the adversarial inputs ``(N, ...)`` of each capture, in the order given.
+    """
+    if rule.normalize != "sample":
+        raise fail("run_lanes", "rule.normalize", "'sample' (stacked rows must not share a norm)", rule.normalize)
+    if not lanes or any(not lane.captures for lane in lanes):
+        raise fail("run_lanes", "lanes", "a non-empty sequence of lanes with at least one capture each", lanes)
+    if len({lane.loss_eps is None for lane in lanes}) > 1:
+        raise fail("run_lanes", "lanes", "loss_eps given for every lane or for none", lanes)
+    n = x0.shape[0]
+    per = len(lanes) if max_rows is None else max(1, max_rows // max(n, 1))
+    order = sorted(range(len(lanes)), key=lambda i: lanes[i].length)  # stable: ties keep their order
+    out: list[list[Tensor]] = [[x0] * len(lane.captures) for lane in lanes]
+    for lo in range(0, len(order), per):
+        _run_stack(model, loss, x0, target, lanes, order[lo : lo + per], rule, out)
+    return out
+
+
+def _run_stack(
+    model: MultiLabelModel,
+    loss: AttackLoss,
+    x0: Tensor,
+    target: Tensor,
+    lanes: Sequence[Lane],
+    members: list[int],
+    rule: StepRule,
+    out: list[list[Tensor]],
+) -> None:
+    """One stacked batch of ``members`` (lane indices, shortest first): rows ``[j * N, (j + 1) * N)`` are lane
+    ``members[j]``; finished lanes are a prefix of the rows and are cut off after their last capture."""
+    n, count = x0.shape[0], len(members)
+    chosen = [lanes[i] for i in members]
+    weighted = any(lane.weights is not None for lane in chosen)
+    ones = torch.ones_like(target)  # weight 1 multiplies exactly: the same bits as no weights
+    weights = torch.cat([ones if lane.weights is None else lane.weights for lane in chosen]) if weighted else None
+    loss_eps = None
+    if chosen[0].loss_eps is not None:
+        loss_eps = torch.cat([torch.full((n,), float(lane.loss_eps), dtype=torch.float64) for lane in chosen])
+    radius = torch.cat(
+        [
+            torch.full((n,), lane.radius if lane.radius is not None else max(r for _, r in lane.captures))
+            for lane in chosen
+        ]
+    ).to(x0.device)
+    traj = Trajectory(
+        model,
+        loss,
+        x0.repeat((count,) + (1,) * (x0.ndim - 1)),
+        target.repeat(count, 1),
+        weights=weights,
+        loss_eps=loss_eps,
+        radius=radius,
+        rule=rule,
+    )
+    first = 0  # members[first:] are still in the batch, at rows [(j - first) * N, ...)
+    for steps in sorted({s for lane in chosen for s, _ in lane.captures}):
+        traj.run_to(steps)
+        for j in range(first, count):
+            rows = slice((j - first) * n, (j - first + 1) * n)
+            for c, (s, r) in enumerate(chosen[j].captures):
+                if s == steps:
+                    out[members[j]][c] = traj.final_rows(rows, r)
+        done = first
+        while done < count and chosen[done].length <= steps:
+            done += 1
+        if done == count:
+            return
+        if done > first:
+            traj.keep_rows(slice((done - first) * n, None))
+            first = done

@@ -4,7 +4,7 @@ One module per command group: :mod:`~labelflip.cli.attack`, :mod:`~labelflip.cli
 :mod:`~labelflip.cli.study` and :mod:`~labelflip.cli.info`; :mod:`~labelflip.cli.common` holds the app.
 """
 
-from labelflip.cli import analysis, attack, info, study  # noqa: F401  (register the commands)
+from labelflip.cli import analysis, attack, evaluate, info, robust, study  # noqa: F401  (register the commands)
 from labelflip.cli.common import app
 
 __all__ = ["app", "main"]

@@ -1,7 +1,9 @@
 """The analyses of seed §IV-V as commands: ``profile``, ``correlations``, ``attackability``, ``targets-vs-flips``.
 
 Each measures on the built-in dataset with the study's conventions (:mod:`labelflip.study.inputs`: the same
-sample selector and seed offsets), saves the artefact and draws its figure with :mod:`labelflip.report`.
+sample selector and seed offsets), saves the artefact and draws its figure with :mod:`labelflip.report`. The
+probes show their progress and read / write the user's probe cache (:mod:`labelflip.analysis.cache`; ``--no-cache``
+leaves it alone); :func:`probe_cache` is the one place the commands build it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import typer
 
 from labelflip._validation import LabelflipError, check_choice, check_int, fail
 from labelflip.analysis import DEFAULT_MAX_STEPS, check_profile, targets_vs_flips
-from labelflip.cli.common import app, console, err_console, fail_cleanly
+from labelflip.analysis.cache import ProbeCache, use_probe_cache
+from labelflip.cli.common import LineProgress, app, console, err_console, fail_cleanly
 from labelflip.cli.loading import check_budget_option, check_samples, load_inputs, load_named_model
 from labelflip.data import cooccurrence_matrix
 from labelflip.report.figures import plot_attackability, plot_correlations, plot_profile, plot_targets_vs_flips
@@ -26,13 +29,31 @@ from labelflip.study.inputs import (
     select_samples,
 )
 
-__all__ = ["attackability_cmd", "correlations_cmd", "profile_cmd", "targets_vs_flips_cmd"]
+__all__ = [
+    "NO_CACHE_HELP",
+    "attackability_cmd",
+    "correlations_cmd",
+    "probe_cache",
+    "profile_cmd",
+    "targets_vs_flips_cmd",
+]
+
+NO_CACHE_HELP = "probe again instead of reusing a cached profile / correlations (and do not write the cache)"
+
+
+def probe_cache(no_cache: bool) -> ProbeCache | None:
+    """The user's probe cache for a command (``None`` with ``--no-cache``); a reuse is said on stderr."""
+    if no_cache:
+        return None
+    return ProbeCache(notify=lambda msg: err_console.print(msg, highlight=False, soft_wrap=True))
 
 
 @app.command("profile")
 def profile_cmd(
     model: Annotated[str, typer.Option(help="registered model name")] = "asl-cnn",
-    samples: Annotated[int, typer.Option(help="probe samples from the validation split")] = 100,
+    samples: Annotated[
+        int, typer.Option("--probe-samples", "--samples", help="probe images from the validation split")
+    ] = 100,
     checkpoint: Annotated[
         Path | None, typer.Option(help="the model's checkpoint file (the paper's models; default: none)")
     ] = None,
@@ -55,11 +76,14 @@ def profile_cmd(
         DEFAULT_MAX_STEPS
     ),
     min_points: Annotated[int | None, typer.Option(help="probe points in all, for the fit (default order + 2)")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help=NO_CACHE_HELP)] = False,
 ) -> None:
-    """Measure a model's flip profile E(eps) and save it as JSON (plot beside it)."""
+    """Measure a model's flip profile E(eps) and save it as JSON (plot beside it); eps_max with its 95 % bootstrap
+    interval over the probe images."""
     try:
+        check_int("labelflip profile", "--probe-samples/--samples", samples, low=2)
         if dataset == "synthetic":
-            check_samples(samples, "val", "labelflip profile", "--samples", low=2)
+            check_samples(samples, "val", "labelflip profile", "--probe-samples/--samples", low=2)
         check_int("labelflip profile", "--interval", interval, low=1)
         check_int("labelflip profile", "--order", order, low=1)
         check_int("labelflip profile", "--max-steps", max_steps, low=interval * order)
@@ -77,28 +101,32 @@ def profile_cmd(
             trust_pickle=trust_pickle,
             sha256=sha256,
         )
-        prof = measure_profile(
-            wrapped,
-            data,
-            samples=samples,
-            seed=seed,
-            interval=interval,
-            order=order,
-            curve=curve,
-            norm=norm,
-            max_steps=max_steps,
-            min_points=min_points,
-            fingerprint=fingerprint,
-            owner="labelflip profile",
-        )
+        with use_probe_cache(probe_cache(no_cache)), LineProgress() as prog:
+            prof = measure_profile(
+                wrapped,
+                data,
+                samples=samples,
+                seed=seed,
+                interval=interval,
+                order=order,
+                curve=curve,
+                norm=norm,
+                max_steps=max_steps,
+                min_points=min_points,
+                fingerprint=fingerprint,
+                owner="labelflip profile",
+                progress=prog,
+                label=f"{model}: profile probe (steps)",
+            )
     except LabelflipError as exc:
         fail_cleanly(exc)
         return
     prof.save(out)
     png = plot_profile(prof, out.with_suffix(".png"))
     console.print(
-        f"{model}: eps_max = {prof.eps_max:.5f} ({prof.stop_reason}), E(eps_max) = {prof.flips[-1]:.2f} of "
-        f"{prof.num_labels} labels; written to {out} (plot: {png})"
+        f"{model}: {prof.eps_max_text()}, {prof.stop_reason}; E(eps_max) = {prof.flips[-1]:.2f} of "
+        f"{prof.num_labels} labels; written to {out} (plot: {png})",
+        highlight=False,
     )
     if prof.stop_reason == "cap":
         err_console.print(
@@ -111,30 +139,36 @@ def profile_cmd(
 @app.command("correlations")
 def correlations_cmd(
     model: Annotated[str, typer.Option(help="registered model name")] = "asl-cnn",
-    samples: Annotated[int, typer.Option(help="validation images (the paper: 100)")] = 100,
+    samples: Annotated[
+        int, typer.Option("--probe-samples", "--samples", help="validation images probed (the paper: 100)")
+    ] = 100,
     eps: Annotated[float, typer.Option(help="budget of the single-label attacks")] = 0.005,
     flipdown: Annotated[bool, typer.Option(help="also measure the flip-down matrix")] = False,
     seed: Annotated[int, typer.Option(help="sample seed (the probe uses seed + 2, as studies do)")] = 0,
     out: Annotated[Path, typer.Option(help="correlations JSON (a heatmap PNG is written beside it)")] = Path(
         "correlations.json"
     ),
+    no_cache: Annotated[bool, typer.Option("--no-cache", help=NO_CACHE_HELP)] = False,
 ) -> None:
     """Measure the flip-up correlation matrix (Alg. 1), save it and plot it next to the co-occurrence."""
     try:
-        check_samples(samples, "val", "labelflip correlations", "--samples")
+        check_samples(samples, "val", "labelflip correlations", "--probe-samples/--samples")
         check_budget_option(eps, "labelflip correlations", "--eps")
         check_output_path(out, owner="labelflip correlations", param="--out")
         wrapped, fingerprint, data = load_named_model(model, "labelflip correlations")
-        corr = measure_correlations_for(
-            wrapped,
-            data,
-            samples=samples,
-            seed=seed,
-            eps=eps,
-            flipdown=flipdown,
-            fingerprint=fingerprint,
-            owner="labelflip correlations",
-        )
+        with use_probe_cache(probe_cache(no_cache)), LineProgress() as prog:
+            corr = measure_correlations_for(
+                wrapped,
+                data,
+                samples=samples,
+                seed=seed,
+                eps=eps,
+                flipdown=flipdown,
+                fingerprint=fingerprint,
+                owner="labelflip correlations",
+                progress=prog,
+                label=f"{model}: correlation probe",
+            )
     except LabelflipError as exc:
         fail_cleanly(exc)
         return
@@ -151,7 +185,10 @@ def correlations_cmd(
 def attackability_cmd(
     model: Annotated[str, typer.Option(help="registered model name")] = "asl-cnn",
     eps: Annotated[float, typer.Option(help="budget of the single-label attacks")] = 0.01,
-    per_label: Annotated[int, typer.Option(help="images per label and direction (the paper: 100)")] = 100,
+    per_label: Annotated[
+        int,
+        typer.Option("--per-label", "--probe-samples", help="images attacked per label and direction (the paper: 100)"),
+    ] = 100,
     images: Annotated[int, typer.Option(help="training images scanned for eligible ones")] = 2000,
     out: Annotated[Path, typer.Option(help="attackability JSON (a bar plot PNG is written beside it)")] = Path(
         "attackability.json"
@@ -160,11 +197,21 @@ def attackability_cmd(
     """Per-label flip-up / flip-down attackability and its correlations with confidence and frequency (Table II)."""
     try:
         check_int("labelflip attackability", "--images", images, low=1)
-        check_int("labelflip attackability", "--per-label", per_label, low=1)
+        check_int("labelflip attackability", "--per-label/--probe-samples", per_label, low=1)
         check_budget_option(eps, "labelflip attackability", "--eps")
         check_output_path(out, owner="labelflip attackability", param="--out")
         wrapped, fingerprint, data = load_named_model(model, "labelflip attackability")
-        att = measure_attackability(wrapped, data, per_label=per_label, eps=eps, images=images, fingerprint=fingerprint)
+        with LineProgress() as prog:
+            att = measure_attackability(
+                wrapped,
+                data,
+                per_label=per_label,
+                eps=eps,
+                images=images,
+                fingerprint=fingerprint,
+                progress=prog,
+                label=f"{model}: attackability probe",
+            )
     except LabelflipError as exc:
         fail_cleanly(exc)
         return
@@ -199,6 +246,7 @@ def targets_vs_flips_cmd(
     out: Annotated[Path, typer.Option(help="plot PNG (a Markdown table is written beside it)")] = Path(
         "targets-vs-flips.png"
     ),
+    no_cache: Annotated[bool, typer.Option("--no-cache", help=NO_CACHE_HELP)] = False,
 ) -> None:
     """Flips vs number of closest-to-threshold targets at several budgets (Fig. 7); prints flips_opt / t_opt."""
     try:
@@ -209,7 +257,10 @@ def targets_vs_flips_cmd(
         check_output_path(out, owner="labelflip targets-vs-flips", param="--out")
         wrapped, fingerprint, data = load_named_model(model, "labelflip targets-vs-flips")
         n = min(probe_samples, len(data.val))
-        prof = measure_profile(wrapped, data, samples=n, seed=seed, fingerprint=fingerprint)
+        with use_probe_cache(probe_cache(no_cache)), LineProgress() as prog:
+            prof = measure_profile(
+                wrapped, data, samples=n, seed=seed, fingerprint=fingerprint, progress=prog, label=f"{model}: profile"
+            )
         check_profile(prof, owner="labelflip targets-vs-flips", name="the probed profile")
         idx = select_samples(data.test, samples, seed, owner="labelflip targets-vs-flips", param="--samples")
         k = data.train.num_labels

@@ -10,8 +10,10 @@ import typer
 from labelflip._registry import Spec
 from labelflip._validation import LabelflipError, check_choice, check_int, fail
 from labelflip.analysis import DEFAULT_MAX_STEPS, PAPER_FRACTIONS, Correlations, Profile, check_profile
+from labelflip.analysis.cache import use_probe_cache
 from labelflip.attacks import attack_info, create_attack, parse_attack, split_method_list
-from labelflip.cli.common import app, console, err_console, fail_cleanly, progress_bar
+from labelflip.cli.analysis import NO_CACHE_HELP, probe_cache
+from labelflip.cli.common import LineProgress, app, console, err_console, fail_cleanly, progress_bar
 from labelflip.cli.loading import (
     check_batch_size,
     check_budget_option,
@@ -22,6 +24,7 @@ from labelflip.cli.loading import (
     load_inputs,
     parse_number,
 )
+from labelflip.models import Runtime
 from labelflip.report import flip_table, to_rich
 from labelflip.study.inputs import (
     ENGINE_DEFAULTS,
@@ -123,6 +126,7 @@ def attack(
     correlations: Annotated[Path | None, typer.Option(help="correlations JSON (default: measured on val)")] = None,
     eps_corr: Annotated[float, typer.Option(help="budget of the correlation attacks")] = 0.005,
     probe_samples: Annotated[int, typer.Option(help="validation images for the profile / correlation probes")] = 100,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help=NO_CACHE_HELP)] = False,
     seed: Annotated[int, typer.Option(help="sample-selection and random-subset seed")] = 0,
     batch_size: Annotated[int | None, typer.Option(help="attack batch size (default: all at once)")] = None,
     markdown: Annotated[Path | None, typer.Option(help="also write the table as Markdown here (default: no)")] = None,
@@ -131,6 +135,8 @@ def attack(
         bool, typer.Option(help="use a profile that stopped at its cap (its eps_max is not where flips saturate)")
     ] = False,
     preset: Annotated[str | None, typer.Option(help="'paper': the authors' settings (README; default: none)")] = None,
+    device: Annotated[str, typer.Option(help="auto (the GPU when there is one), cpu, cuda, cuda:N or mps")] = "auto",
+    precision: Annotated[str, typer.Option(help="fp32, or bf16 / fp16 autocast of the network (GPU)")] = "fp32",
 ) -> None:
     """Attack a model at a list of budgets and print mean ± std flips per method."""
     owner = "labelflip attack"
@@ -147,10 +153,13 @@ def attack(
         if dspec.name == "synthetic":
             reserved = 2 if role == "val" else 0
             check_samples(samples, role, owner, "--samples", reserved=reserved, reserved_for="probes")
+            check_samples(probe_samples, "val", owner, "--probe-samples", low=2)
         check_int(owner, "--probe-samples", probe_samples, low=2)
         check_int(owner, "--max-steps", max_steps, low=40)  # the probe: interval 10, order 4
         check_budget_option(eps_corr, owner, "--eps-corr")
         check_batch_size(batch_size, owner)
+        runtime = Runtime.from_options({"device": device, "precision": precision}, owner=owner, prefix="--")
+        runtime.resolve_device(owner, "--device")  # e.g. --device cuda without CUDA: refused before any work
         if markdown is not None:
             check_output_path(markdown, owner=owner, param="--markdown")
         budget_spec = parse_budgets(budgets)
@@ -165,6 +174,7 @@ def attack(
             trust_pickle=trust_pickle,
             sha256=sha256,
         )
+        wrapped.set_runtime(runtime)
         k = len(data.label_names)
         needs = set().union(*(attack_info(s)["requires"] for s in specs))
         part = getattr(data, role)
@@ -173,19 +183,22 @@ def attack(
         n_probe = min(probe_samples, len(data.val) - (0 if exclude is None else len(exclude)))
         prof = loaded_prof
         if prof is None and ("profile" in needs or any(pct for _, pct in budget_spec)):
-            prof = measure_profile(
-                wrapped,
-                data,
-                samples=n_probe,
-                seed=seed,
-                norm=norm,
-                curve=settings.get("profile", {}).get("curve", "max"),
-                max_steps=max_steps,
-                engine=engine_options("bce", engine),
-                fingerprint=fingerprint,
-                exclude=exclude,
-                owner=owner,
-            )
+            with use_probe_cache(probe_cache(no_cache)), LineProgress() as probe_progress:
+                prof = measure_profile(
+                    wrapped,
+                    data,
+                    samples=n_probe,
+                    seed=seed,
+                    norm=norm,
+                    curve=settings.get("profile", {}).get("curve", "max"),
+                    max_steps=max_steps,
+                    engine=engine_options("bce", engine),
+                    fingerprint=fingerprint,
+                    exclude=exclude,
+                    owner=owner,
+                    progress=probe_progress,
+                    label=f"{model}: profile probe (steps)",
+                )
         if prof is not None:
             name = f"--profile {profile}" if profile is not None else "the probed profile"
             prof = check_profile(
@@ -203,9 +216,18 @@ def attack(
                 corr, owner=owner, name=f"--correlations {correlations}", num_labels=k, fingerprint=fingerprint
             )
         if corr is None and "correlations" in needs:
-            corr = measure_correlations_for(
-                wrapped, data, samples=n_probe, seed=seed, eps=eps_corr, fingerprint=fingerprint, exclude=exclude
-            )
+            with use_probe_cache(probe_cache(no_cache)), LineProgress() as probe_progress:
+                corr = measure_correlations_for(
+                    wrapped,
+                    data,
+                    samples=n_probe,
+                    seed=seed,
+                    eps=eps_corr,
+                    fingerprint=fingerprint,
+                    exclude=exclude,
+                    progress=probe_progress,
+                    label=f"{model}: correlation probe",
+                )
         heldout = data.val.x[probe_indices(data, n_probe, seed, exclude=exclude)] if "heldout" in needs else None
         eps, labels = resolve_budgets(budget_spec, prof)
         results = {}

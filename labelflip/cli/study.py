@@ -12,7 +12,10 @@ from typing import Annotated, Any
 import typer
 
 from labelflip._validation import LabelflipError, check_choice, fail
+from labelflip.analysis.cache import use_probe_cache
+from labelflip.cli.analysis import NO_CACHE_HELP, probe_cache
 from labelflip.cli.common import LineProgress, app, console, err_console, fail_cleanly, study_app
+from labelflip.models import Runtime
 from labelflip.report import to_rich
 from labelflip.report.build import build_report, open_study, study_tables
 from labelflip.study import DEMO_SPEC, ResultsStore, StudySpec, load_spec, run_study
@@ -24,10 +27,14 @@ _SPEC = "study spec"
 __all__ = ["demo", "study_export", "study_merge", "study_report", "study_run"]
 
 
-def _overrides(out: str | None, samples: int | None, models: str | None, methods: str | None) -> dict[str, Any]:
+def _overrides(
+    out: str | None, samples: int | None, models: str | None, methods: str | None, runtime: dict[str, Any] | None = None
+) -> dict[str, Any]:
     from labelflip.attacks import split_method_list
 
     overrides: dict[str, Any] = {"output": out}
+    if runtime and any(v is not None for v in runtime.values()):  # --device / --precision
+        overrides["runtime"] = {k: v for k, v in runtime.items() if v is not None}
     if samples is not None:
         overrides["samples"] = {"count": samples}
     if models is not None:
@@ -78,6 +85,24 @@ def precheck(spec: StudySpec) -> None:
             )
 
 
+def _probe_overrides(overrides: dict[str, Any], probe_samples: int | None, owner: str) -> dict[str, Any]:
+    """``--probe-samples N``: the profile and correlation probes' sizes (``profile.samples``,
+    ``correlations.samples``)."""
+    from labelflip._validation import check_int
+
+    if probe_samples is not None:
+        check_int(owner, "--probe-samples", probe_samples, low=2, fix="e.g. --probe-samples 100 (the paper's).")
+        overrides = {**overrides, "profile": {"samples": probe_samples}, "correlations": {"samples": probe_samples}}
+    return overrides
+
+
+def _profile_text(prof: dict[str, Any]) -> str:
+    """``eps_max = 0.234 (95% CI 0.168-0.234, 40 probe images) (dip)`` from a stored profile."""
+    from labelflip.analysis import Profile
+
+    return f"{Profile.from_dict(prof).eps_max_text()} ({prof.get('stop_reason')})" if prof else "no profile"
+
+
 def _print_tables(out: Path) -> None:
     store, spec = open_study(out)
     with store:
@@ -89,22 +114,36 @@ def _print_tables(out: Path) -> None:
             console.print(
                 f"\n[bold]{name}[/]: test mAP {m.get('test_map', float('nan')):.3f}, micro-F1 "
                 f"{m.get('test_micro_f1', float('nan')):.3f}, macro-F1 {m.get('test_macro_f1', float('nan')):.3f}; "
-                f"flip profile eps_max = {prof.get('eps_max', float('nan')):.5f} ({prof.get('stop_reason')}), "
+                f"flip profile {_profile_text(prof)}, "
                 f"E(eps_max) = {(prof.get('flips') or [float('nan')])[-1]:.2f} of {prof.get('num_labels')} labels"
             )
             console.print(to_rich(table))
 
 
-def _run(spec_path: Path | None, overrides: dict[str, Any], sets: list[str], *, report: bool, tables: bool) -> None:
+def _run(
+    spec_path: Path | None,
+    overrides: dict[str, Any],
+    sets: list[str],
+    *,
+    report: bool,
+    tables: bool,
+    cache: bool = True,
+) -> None:
+    from labelflip.study.robust_spec import is_robust_spec
+
+    if spec_path is not None and is_robust_spec(spec_path):  # `kind: robust`: the SAE paper's Tables 2-4
+        return _run_robust(spec_path, overrides, sets, report=report, tables=tables)
     logging.basicConfig(level=logging.WARNING)
     start = time.perf_counter()
     try:
+        Runtime.from_options(overrides.get("runtime", {}), owner="labelflip", prefix="--")  # --device, --precision
         spec = load_spec(spec_path, overrides=overrides, sets=sets)
+        Runtime(**spec.runtime).resolve_device(_SPEC, "runtime.device (--device)")  # before any training
         precheck(spec)
         rank = int(os.environ.get("RANK", "0")) if launched_by_torchrun() else 0  # torchrun: rank 0 speaks
         if rank == 0:
             console.print(f"study [bold]{spec.name}[/] -> {spec.output} (config hash {spec.config_hash()})")
-        with LineProgress() as prog:
+        with LineProgress() as prog, use_probe_cache(probe_cache(not cache)):  # profiles, correlations: reused
             run_study(spec, progress=prog if rank == 0 else None)
         if rank != 0:
             return
@@ -115,6 +154,41 @@ def _run(spec_path: Path | None, overrides: dict[str, Any], sets: list[str], *, 
     except LabelflipError as exc:
         fail_cleanly(exc)
         return
+    except KeyboardInterrupt:
+        err_console.print("interrupted: every finished unit is stored; run the same command again to resume.")
+        raise typer.Exit(code=130) from None
+    console.print(f"finished in {time.perf_counter() - start:.1f} s")
+
+
+def _run_robust(spec_path: Path, overrides: dict[str, Any], sets: list[str], *, report: bool, tables: bool) -> None:
+    """Run or resume a robust study spec, print its tables (``tables``) and write its report (``report``)."""
+    from labelflip.report.robust import build_robust_report, open_robust_study, robust_tables
+    from labelflip.report.robust_tables import scalar_rich
+    from labelflip.study.robust_runner import run_robust_study
+    from labelflip.study.robust_spec import load_robust_spec
+
+    logging.basicConfig(level=logging.WARNING)
+    start = time.perf_counter()
+    try:
+        options = {"samples": "--samples", "models": "--models", "methods": "--methods", "runtime": "--device/"
+                   "--precision (robust studies train on the CPU)", "profile": "--probe-samples"}  # fmt: skip
+        given = [k for k in overrides if k != "output" and overrides[k] is not None]
+        if given:
+            raise fail("labelflip study run", options.get(given[0], given[0]), "left out for a robust spec (kind: "
+                       "robust)", overrides[given[0]], "use --set, e.g. --set evaluation.samples=200.")  # fmt: skip
+        spec = load_robust_spec(spec_path, overrides={"output": overrides.get("output")}, sets=sets)
+        console.print(f"robust study [bold]{spec.name}[/] -> {spec.output} (config hash {spec.config_hash()})")
+        with LineProgress() as prog:
+            run_robust_study(spec, progress=prog)
+        if tables:
+            store, stored_spec = open_robust_study(spec.output)
+            with store:
+                for table in robust_tables(store, stored_spec).values():
+                    console.print(scalar_rich(table))
+        if report:
+            console.print(f"report: {build_robust_report(spec.output)}")
+    except LabelflipError as exc:
+        fail_cleanly(exc)
     except KeyboardInterrupt:
         err_console.print("interrupted: every finished unit is stored; run the same command again to resume.")
         raise typer.Exit(code=130) from None
@@ -134,11 +208,38 @@ def demo(
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="override any spec key, e.g. profile.samples=60 (default: none)")
     ] = None,
+    robust: Annotated[
+        bool, typer.Option(help="then the SAE paper's taste, study/configs/robust-demo.yaml (into <out>/robust)")
+    ] = True,
+    device: Annotated[
+        str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps (default: the spec's runtime.device, auto)")
+    ] = None,
+    precision: Annotated[
+        str | None, typer.Option(help="fp32, bf16 or fp16 autocast (default: the spec's runtime.precision, fp32)")
+    ] = None,
+    probe_samples: Annotated[
+        int | None, typer.Option(help="images of the profile and correlation probes (default: demo.yaml's 40 / 32)")
+    ] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help=NO_CACHE_HELP)] = False,
 ) -> None:
     """The built-in study (labelflip/study/demo.yaml): train-if-needed both built-in models, probe profiles and
     correlations, run BCE, Linear, SLAM, random subsets and CLASS (gamma 0 / 0.5 / 1) over the paper's budget grid
-    (5-100 % of eps_max), with statistics, tables, figures and an HTML report. Resumable like any study."""
-    _run(DEMO_SPEC, _overrides(out, samples, models_, methods), set_ or [], report=True, tables=True)
+    (5-100 % of eps_max), with statistics, tables, figures and an HTML report. Resumable like any study. Then, unless
+    --no-robust, a taste of the SAE paper (robust-demo.yaml: label correlation vs SAE and GASE, ARM-SAE)."""
+    runtime = {"device": device, "precision": precision}
+    try:
+        overrides = _probe_overrides(
+            _overrides(out, samples, models_, methods, runtime), probe_samples, "labelflip demo"
+        )
+    except LabelflipError as exc:
+        fail_cleanly(exc)
+        return
+    _run(DEMO_SPEC, overrides, set_ or [], report=True, tables=True, cache=not no_cache)
+    if robust:
+        from labelflip.study.robust_spec import ROBUST_DEMO_SPEC
+
+        robust_out = {"output": str(Path(out) / "robust") if out is not None else None}
+        _run_robust(ROBUST_DEMO_SPEC, robust_out, [], report=True, tables=True)
 
 
 @study_app.command("run")
@@ -154,9 +255,25 @@ def study_run(
         list[str] | None, typer.Option("--set", help="override any key: --set profile.samples=50 (default: none)")
     ] = None,
     report: Annotated[bool, typer.Option(help="write statistics, tables, figures and the HTML report")] = True,
+    device: Annotated[
+        str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps (default: the spec's runtime.device, auto)")
+    ] = None,
+    precision: Annotated[
+        str | None, typer.Option(help="fp32, bf16 or fp16 autocast (default: the spec's runtime.precision, fp32)")
+    ] = None,
+    probe_samples: Annotated[
+        int | None, typer.Option(help="images of the profile and correlation probes (default: the spec's)")
+    ] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help=NO_CACHE_HELP)] = False,
 ) -> None:
     """Run (or resume) a study; an interrupted run continues where it stopped when run again."""
-    _run(spec_path, _overrides(out, samples, models_, methods), set_ or [], report=report, tables=False)
+    overrides = _overrides(out, samples, models_, methods, {"device": device, "precision": precision})
+    try:
+        overrides = _probe_overrides(overrides, probe_samples, "labelflip study run")
+    except LabelflipError as exc:
+        fail_cleanly(exc)
+        return
+    _run(spec_path, overrides, set_ or [], report=report, tables=False, cache=not no_cache)
 
 
 @study_app.command("merge")

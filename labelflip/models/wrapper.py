@@ -11,7 +11,9 @@ The wrapper owns everything the attacks need to know about a model and nothing e
 * an **eval-mode context** that puts every submodule in ``eval()`` and restores each submodule's previous
   ``training`` flag afterwards, even on error;
 * **validation** of user inputs (shape, dtype, range, NaN, label count) with errors naming the parameter and
-  the fix. The one-off model **sanity checks** live in :mod:`labelflip.models.checks`.
+  the fix. The one-off model **sanity checks** live in :mod:`labelflip.models.checks`;
+* the **runtime** it runs under (device, bf16/fp16 autocast, channels-last, ``torch.compile``, batch sizing):
+  :class:`labelflip.models.runtime.Runtime`, set with ``runtime=`` or :meth:`MultiLabelModel.set_runtime`.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from labelflip._validation import LabelflipError, check_choice, check_float, fail
+from labelflip.models.runtime import Runtime, RuntimeNetwork, apply_runtime
 
 __all__ = ["MultiLabelModel", "as_model"]
 
@@ -95,6 +98,8 @@ class MultiLabelModel(nn.Module):
         output_kind: ``"logits"`` (trusted), ``"probabilities"`` (the network applies a sigmoid; outputs
             are converted with ``logit(clamp(p, 1e-6, 1-1e-6))``), or ``"auto"``: logits, but
             :meth:`check` refuses a network whose outputs all lie in ``[0, 1]`` on random inputs.
+        runtime: a :class:`~labelflip.models.runtime.Runtime` (device, precision, channels-last, compile, batch
+            size); default: the model where it is, fp32, eager (:meth:`set_runtime`).
     """
 
     def __init__(
@@ -108,6 +113,7 @@ class MultiLabelModel(nn.Module):
         threshold: float | Sequence[float] | Tensor = 0.5,
         output: str | int | Callable[[Any], Tensor] | None = None,
         output_kind: OutputKind = "auto",
+        runtime: Runtime | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(module, nn.Module):
@@ -152,6 +158,11 @@ class MultiLabelModel(nn.Module):
             self.register_buffer("std", s, persistent=False)
         self.set_threshold(threshold)
         self._checked = False
+        self._runtime = Runtime()
+        self._runtime_net: RuntimeNetwork | None = None
+        self._chunk_memo: dict[tuple[Any, ...], int] = {}
+        if runtime is not None:
+            self.set_runtime(runtime)
 
     # ------------------------------------------------------------------ configuration
     def set_threshold(self, threshold: float | Sequence[float] | Tensor) -> None:
@@ -174,6 +185,24 @@ class MultiLabelModel(nn.Module):
                 "pass one threshold per label or a single float.",
             )
         self.register_buffer("threshold", th, persistent=False)
+
+    def set_runtime(self, runtime: Runtime | None = None) -> MultiLabelModel:
+        """Run this model under ``runtime`` (``None``: the default). Moves the network and the wrapper's buffers
+        to its device **in place** and converts 4-D parameters to channels-last if asked, so every attack and
+        analysis using this model runs under it; returns ``self``. Forgets remembered working batch sizes."""
+        rt = Runtime() if runtime is None else runtime
+        if not isinstance(rt, Runtime):
+            raise fail(_OWNER, "runtime", "a labelflip.models.runtime.Runtime or None", runtime,
+                       "e.g. Runtime(device='cuda', precision='bf16').")  # fmt: skip
+        self._runtime_net = apply_runtime(self, rt, self._runtime)
+        self._runtime = rt
+        self._chunk_memo = {}
+        return self
+
+    @property
+    def runtime(self) -> Runtime:
+        """The :class:`~labelflip.models.runtime.Runtime` this model runs under."""
+        return self._runtime
 
     @property
     def dtype(self) -> torch.dtype:
@@ -204,7 +233,8 @@ class MultiLabelModel(nn.Module):
         Mixed precision happens here and only here: ``x`` (the caller's dtype, float32 at least in attacks) is
         normalised in its own dtype, cast to the network's dtype (e.g. float16/bfloat16) for ``module`` and the
         logits are cast back to ``x``'s dtype, so perturbations, clamps and norms never lose precision. With
-        equal dtypes (the float32 default) nothing is cast."""
+        equal dtypes (the float32 default) nothing is cast. A runtime with bf16/fp16 autocast runs only the
+        network under autocast and returns float32 logits (:func:`labelflip.models.runtime.run_network`)."""
         x_dtype = x.dtype
         if self._normalise:
             shape = (1, -1) + (1,) * (x.ndim - 2)
@@ -212,7 +242,10 @@ class MultiLabelModel(nn.Module):
         net_dtype = self.dtype
         if x.is_floating_point() and x.dtype != net_dtype:
             x = x.to(net_dtype)
-        out = _adapt_output(self.module(x), self.output)
+        if self._runtime_net is None:
+            out = _adapt_output(self.module(x), self.output)
+        else:
+            out = self._runtime_net(x, lambda o: _adapt_output(o, self.output))
         if isinstance(out, Tensor) and out.is_floating_point() and x_dtype.is_floating_point and out.dtype != x_dtype:
             out = out.to(x_dtype)
         if self.output_kind == "probabilities":

@@ -20,6 +20,7 @@ import numpy as np
 from labelflip._validation import fail
 from labelflip.analysis import Attackability, Correlations, Profile
 from labelflip.attacks import attack_info
+from labelflip.report.ensemble import ensemble_sections
 from labelflip.report.figures import (
     plot_adversarial_grid,
     plot_attackability,
@@ -31,7 +32,9 @@ from labelflip.report.figures import (
 from labelflip.report.html import Figure, Section, Table, render_report
 from labelflip.report.marks import full_subset_cells
 from labelflip.report.quality import quality_html, quality_markdown, quality_table
+from labelflip.report.robust import build_robust_report, is_robust_study
 from labelflip.report.statistics import StudyTable, compare_methods
+from labelflip.report.table7 import table7_sections
 from labelflip.report.tables import attackability_html, eps_text, to_csv, to_html, to_latex, to_markdown
 from labelflip.study.spec import StudySpec, spec_from_dict
 from labelflip.study.store import ResultsStore, decode_array
@@ -369,6 +372,8 @@ def _model_section(store: ResultsStore, spec: StudySpec, name: str, table: Study
 def build_report(out: str | Path) -> Path:
     """Write tables, figures and ``report.html`` for the study in ``out``; returns the report's path."""
     out = Path(out)
+    if is_robust_study(out):  # `kind: robust` (the SAE paper's Tables 2-4): report/robust.py
+        return build_robust_report(out)
     (out / "tables").mkdir(exist_ok=True)
     (out / "figures").mkdir(exist_ok=True)
     store, spec = open_study(out)
@@ -376,6 +381,8 @@ def build_report(out: str | Path) -> Path:
         manifest = {k: v for k, v in store.manifest().items() if k != "spec"}
         tables = study_tables(store, spec)
         sections = [_model_section(store, spec, entry.name, tables[entry.name], out) for entry in spec.models]
+        sections += ensemble_sections(store, spec, out)  # worst-case studies only (report/ensemble.py)
+        sections += table7_sections(store, spec, out)  # studies with a `compare` stage only (report/table7.py)
     path = render_report(
         out / "report.html", title=f"labelflip study: {spec.name}", manifest=manifest, sections=sections, guide=GUIDE
     )

@@ -9,6 +9,10 @@
 * :func:`measure_profile` / :func:`measure_correlations_for` / :func:`measure_attackability`: the analyses on
   the dataset's splits with those conventions.
 * :func:`stored_or_computed`: an artefact from a cache (the study store), or computed once and put there.
+* The probes also read and write the user-level probe cache when one is active
+  (:func:`~labelflip.analysis.cache.use_probe_cache`, the CLI's default): keyed by the model fingerprint, device
+  and dtype, a hash of the probe images, every probe setting and the :func:`~labelflip.study.store.engine_hash`
+  (:func:`probe_identity`), so a later command or study reuses a probe only when it would compute the same.
 * :func:`load_model`: a registered model name (with its checkpoint for the paper's models), or a user factory
   (``module:callable`` / ``file.py:callable``) with an optional checkpoint in any format, checked against the
   dataset (K, input shape, label names) before any work (:mod:`labelflip.study.loaders`); its fingerprint covers
@@ -18,6 +22,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -37,10 +42,12 @@ from labelflip.analysis import (
     probe_profile,
 )
 from labelflip.analysis import measure_correlations as _measure_correlations
+from labelflip.analysis.cache import active_probe_cache
 from labelflip.attacks import MIFGSM, SubsetAttack, parse_attack
 from labelflip.data import DatasetSplits, MultiLabelData
 from labelflip.models import MultiLabelModel
 from labelflip.study.loaders import fingerprint_model, import_factory, load_entry, load_model
+from labelflip.study.store import engine_hash
 
 __all__ = [
     "CORRELATION_SEED_OFFSET",
@@ -58,6 +65,7 @@ __all__ = [
     "measure_attackability",
     "measure_correlations_for",
     "measure_profile",
+    "probe_identity",
     "probe_indices",
     "select_samples",
     "stored_or_computed",
@@ -177,6 +185,49 @@ def _phase(progress: Progress | None, label: str) -> Callable[[int, int], None] 
     return None if progress is None else (lambda done, total: progress(label, done, total))
 
 
+def _tensor_hash(t: Tensor) -> str:
+    a = t.detach().cpu().contiguous()
+    h = hashlib.sha256(f"{a.dtype}{tuple(a.shape)}".encode())
+    h.update(a.numpy().tobytes())
+    return h.hexdigest()
+
+
+def probe_identity(
+    kind: str, model: MultiLabelModel, fingerprint: str, images: Tensor, settings: Mapping[str, Any]
+) -> dict[str, Any]:
+    """What a probe's result depends on, as a JSON-able mapping (the probe cache's key): the model (fingerprint,
+    device, dtype), the probe images (sha256 of their values), the probe ``settings`` and the code
+    (:func:`~labelflip.study.store.engine_hash`)."""
+    param = next(iter(model.parameters()), None)
+    return {
+        "kind": kind,
+        "fingerprint": fingerprint,
+        "device": str(param.device) if param is not None else "none",
+        "dtype": str(param.dtype).replace("torch.", "") if param is not None else "none",
+        "images": _tensor_hash(images),
+        "settings": {
+            k: v if isinstance(v, (int, float, str, bool, type(None))) else repr(v) for k, v in settings.items()
+        },
+        "engine_hash": engine_hash(),
+    }
+
+
+def _cached(kind: str, cls: type[A], identity: Callable[[], dict[str, Any]] | None, compute: Callable[[], A]) -> A:
+    cache = active_probe_cache()
+    if cache is None or identity is None:
+        return compute()
+    return cache.get_or_compute(kind, identity(), cls, compute)
+
+
+def _profile_progress(
+    progress: Progress | None, label: str, cap: int, every: int
+) -> Callable[[int, float], None] | None:
+    """Steps probed of at most ``cap`` (a probe stops earlier once flips saturate), every ``every`` steps."""
+    if progress is None:
+        return None
+    return lambda step, _flips: progress(label, step, cap) if step % every == 0 else None
+
+
 def measure_profile(
     model: MultiLabelModel,
     data: DatasetSplits,
@@ -193,23 +244,42 @@ def measure_profile(
     fingerprint: str | None = None,
     exclude: Tensor | None = None,
     owner: str = "study spec",
+    progress: Progress | None = None,
+    label: str = "profile probe",
 ) -> Profile:
     """The flip profile probed on ``samples`` validation images selected with seed ``seed + 1`` (skipping
-    ``exclude``); ``engine``: MI-FGSM settings of the probe (e.g. the ``paper`` preset's)."""
+    ``exclude``); ``engine``: MI-FGSM settings of the probe (e.g. the ``paper`` preset's). ``progress`` gets
+    ``(label, steps probed, max_steps)`` every 10 measurements. Read from / written to the active probe cache
+    (when one is active and ``fingerprint`` is known)."""
     idx = probe_indices(data, samples, seed, exclude=exclude, owner=owner)
-    return probe_profile(
-        model,
-        data.val.x[idx],
-        interval=interval,
-        order=order,
-        curve=curve,  # type: ignore[arg-type]
-        norm=norm,  # type: ignore[arg-type]
-        max_steps=max_steps,
-        min_points=min_points,
-        engine=engine,
-        model_fingerprint=fingerprint,
-        seed=seed + PROFILE_SEED_OFFSET,
-    )
+    x = data.val.x[idx]
+    settings = {"interval": interval, "order": order, "curve": curve, "norm": norm, "max_steps": max_steps,
+                "min_points": min_points, "seed": seed + PROFILE_SEED_OFFSET, **{f"engine.{k}": v for k, v in sorted(
+                    (engine or {}).items())}}  # fmt: skip
+    tick = _profile_progress(progress, label, max_steps, 10 * interval)
+
+    def compute() -> Profile:
+        prof = probe_profile(
+            model,
+            x,
+            interval=interval,
+            order=order,
+            curve=curve,  # type: ignore[arg-type]
+            norm=norm,  # type: ignore[arg-type]
+            max_steps=max_steps,
+            min_points=min_points,
+            engine=engine,
+            model_fingerprint=fingerprint,
+            seed=seed + PROFILE_SEED_OFFSET,
+            progress=tick,
+        )
+        steps = round(prof.eps[-1] / prof.alpha)
+        if progress is not None and steps % (10 * interval) != 0:  # the last point, unless just reported
+            progress(label, steps, max_steps)
+        return prof
+
+    ident = None if fingerprint is None else (lambda: probe_identity("profile", model, fingerprint, x, settings))
+    return _cached("profile", Profile, ident, compute)
 
 
 def measure_correlations_for(
@@ -230,17 +300,25 @@ def measure_correlations_for(
     selected with seed ``seed + 2`` (skipping ``exclude``)."""
     probe_seed = seed + CORRELATION_SEED_OFFSET
     idx = select_samples(data.val, samples, probe_seed, owner=owner, param="correlations.samples", exclude=exclude)
-    return _measure_correlations(
-        model,
-        data.val.x[idx],
-        eps=eps,
-        y=data.val.y[idx] if flipdown else None,
-        measure_flipdown=flipdown,
-        label_names=list(data.label_names),
-        model_fingerprint=fingerprint,
-        seed=probe_seed,
-        progress=_phase(progress, label),
-    )
+    x, y = data.val.x[idx], (data.val.y[idx] if flipdown else None)
+
+    def compute() -> Correlations:
+        return _measure_correlations(
+            model,
+            x,
+            eps=eps,
+            y=y,
+            measure_flipdown=flipdown,
+            label_names=list(data.label_names),
+            model_fingerprint=fingerprint,
+            seed=probe_seed,
+            progress=_phase(progress, label),
+        )
+
+    settings = {"eps": eps, "flipdown": flipdown, "seed": probe_seed, "labels": "\x1f".join(data.label_names),
+                "targets": None if y is None else _tensor_hash(y)}  # fmt: skip
+    ident = None if fingerprint is None else (lambda: probe_identity("correlations", model, fingerprint, x, settings))
+    return _cached("correlations", Correlations, ident, compute)
 
 
 def measure_attackability(

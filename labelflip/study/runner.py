@@ -37,7 +37,7 @@ from labelflip._version import __version__
 from labelflip.analysis import Attackability, Correlations, Profile, check_profile
 from labelflip.attacks import AttackResult, attack_info, create_attack
 from labelflip.data import DatasetSplits, cooccurrence_matrix
-from labelflip.models import MultiLabelModel
+from labelflip.models import MultiLabelModel, Runtime, describe_runtime
 from labelflip.study import distributed
 from labelflip.study.inputs import (
     Progress,
@@ -56,6 +56,7 @@ from labelflip.study.matching import attacked_role, open_dataset
 from labelflip.study.plan import WorkUnit, plan_units, shard
 from labelflip.study.spec import StudySpec
 from labelflip.study.store import ResultRow, ResultsStore, encode_array, engine_hash
+from labelflip.study.table7 import run_table7
 
 __all__ = ["PreparedModel", "StudyContext", "run_study", "study_dataset"]
 
@@ -113,6 +114,7 @@ def _runtime(models: dict[str, PreparedModel]) -> dict[str, Any]:
         "dtype": dtypes[0] if len(dtypes) == 1 else dtypes,
         "torch_threads": torch.get_num_threads(),
         "cuda_available": torch.cuda.is_available(),
+        "model_runtime": {name: describe_runtime(p.model) for name, p in models.items()},  # precision, compile, ...
     }
 
 
@@ -157,6 +159,7 @@ def _prepare_model(
     indices the validation probes must skip."""
     name = entry.name
     model, fp, metrics = loaded or load_entry(entry, data, attacked_role(spec.dataset), progress)
+    model.set_runtime(Runtime.from_options(spec.runtime, owner="study spec", prefix="runtime."))  # device, bf16, ...
     store.check_fingerprint(name, fp)
     seed = spec.samples["seed"]
     p = spec.profile
@@ -179,6 +182,8 @@ def _prepare_model(
             engine=engine_options("bce", spec.attack),
             fingerprint=fp,
             exclude=exclude,
+            progress=progress,
+            label=f"{name} profile probe",
         ),
     )
     profile = check_profile(
@@ -275,6 +280,7 @@ def run_study(spec: StudySpec, *, progress: Progress | None = None, rank: int = 
             units = shard(plan_units(list(prepared), spec.methods, spec.seeds, x.shape[0], spec.chunk), rank, world)
             ctx = StudyContext(spec, out, prepared, x, idx, units)
             _run_units(ctx, store, progress)
+            run_table7(ctx, progress, store=store, rank=rank)  # the Table VII stage (rank 0)
             log.info("study %s: %d rows in %s", spec.name, store.count(), store.path)
         return ctx
 
@@ -354,6 +360,7 @@ def _run_distributed(spec: StudySpec, out: Path, group: distributed.Group, progr
         with group.together("merged the shards"):
             if group.rank == 0:
                 distributed.merge_shards(out)
+                run_table7(ctx, progress)  # rank 0 only, after the merge, under the study lock
     return ctx
 
 

@@ -26,6 +26,8 @@ Precedence: command-line overrides > the YAML file > defaults. Example::
     attack: {bce_formulation: stable, clip: final, l2_mode: project}   # MI-FGSM settings of every method
     preset: paper                                 # optional: the authors' behaviour (labelflip.study.presets)
     attackability: {per_label: 100, eps: 0.01, images: 2000}   # Table II on training images; 0 = skip
+    runtime: {device: auto, precision: fp32, channels_last: false, compile: false, batch_size: null}  # or bf16, auto
+    compare: {baselines: [ml-deepfool], methods: [bce, slam], samples: null}   # Table VII stage (study/table7.py)
 
 A **preset** (``preset: paper``) sits between the defaults and the file: it sets ``profile.curve``, the ``attack``
 settings and renames ``class`` methods to ``class-raw`` (:mod:`labelflip.study.presets` lists exactly what it
@@ -34,7 +36,9 @@ changes); the file and the command line still override single settings. A profil
 
 The **config hash** covers everything that changes results (everything but the name, the output directory
 and the report options; the chunk size defines the units of work and their batches, so it is included): a
-stored study refuses to resume under a different hash.
+stored study refuses to resume under a different hash. Of ``runtime`` (:mod:`labelflip.models.runtime`) only a
+``precision`` other than fp32 is hashed: device, channels-last, compile and batch size leave fp32 results the same
+up to float rounding, so a study may resume on another machine; they are recorded in the manifest.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ from labelflip._registry import Spec
 from labelflip._validation import LabelflipError, did_you_mean, fail
 from labelflip.analysis import DEFAULT_MAX_STEPS, PAPER_FRACTIONS
 from labelflip.attacks import parse_attack
+from labelflip.models.runtime import check_runtime
 from labelflip.study.presets import chosen_preset, preset_methods, with_preset
 from labelflip.study.spec_checks import (
     ModelEntry,
@@ -61,6 +66,7 @@ from labelflip.study.spec_checks import (
     model_dict,
     resolve_beside,
 )
+from labelflip.study.table7 import COMPARE_DEFAULTS, check_compare
 
 __all__ = ["DEFAULTS", "DEMO_SPEC", "ModelEntry", "StudySpec", "load_spec", "spec_from_dict"]
 
@@ -90,11 +96,15 @@ DEFAULTS: dict[str, Any] = {
     "report": {"examples": 4},
     "attack": {"bce_formulation": "stable", "clip": "final", "l2_mode": "project"},
     "preset": None,
+    "compare": COMPARE_DEFAULTS,
+    "runtime": {"device": "auto", "precision": "fp32", "channels_last": False, "compile": False, "batch_size": None},
 }
-_HASH_IF_CHANGED = {"preset": None, "attack": DEFAULTS["attack"], "profile.max_steps": DEFAULT_MAX_STEPS}
+_HASH_IF_CHANGED = {"preset": None, "attack": DEFAULTS["attack"], "profile.max_steps": DEFAULT_MAX_STEPS,
+                    "compare": DEFAULTS["compare"], "runtime": {"precision": "fp32"}}  # fmt: skip
 """Settings added after studies were stored: hashed only when they differ from their defaults, so a study stored
 before they existed still resumes (their defaults are the old behaviour)."""
 _NEVER_HASHED = ("profile.allow_capped",)  # whether a capped profile may be used changes no stored row
+_NEVER_HASHED += tuple(f"runtime.{k}" for k in ("device", "channels_last", "compile", "batch_size"))  # not results
 DEMO_SPEC = Path(__file__).with_name("demo.yaml")
 """The built-in demo study (both built-in models, the paper's grid, sized for 2 CPU cores)."""
 _NOT_HASHED = ("name", "output", "report")
@@ -122,6 +132,8 @@ class StudySpec:
     report: dict[str, Any] = field(default_factory=dict)
     attack: dict[str, Any] = field(default_factory=dict)
     preset: str | None = None
+    compare: dict[str, Any] = field(default_factory=lambda: copy.deepcopy(COMPARE_DEFAULTS))
+    runtime: dict[str, Any] = field(default_factory=lambda: dict(DEFAULTS["runtime"]))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -131,7 +143,8 @@ class StudySpec:
     def config_hash(self) -> str:
         """sha256 (16 hex) of the canonical JSON of everything that changes results."""
         d = {k: v for k, v in self.to_dict().items() if k not in _NOT_HASHED}
-        d["profile"] = {k: v for k, v in d["profile"].items() if f"profile.{k}" not in _NEVER_HASHED}
+        for section in ("profile", "runtime"):
+            d[section] = {k: v for k, v in d[section].items() if f"{section}.{k}" not in _NEVER_HASHED}
         if d["profile"].get("min_points") is None:
             d["profile"].pop("min_points", None)
         for dotted, default in _HASH_IF_CHANGED.items():
@@ -319,6 +332,8 @@ def _validate(d: dict[str, Any]) -> StudySpec:
         report=dict(d["report"]),
         attack=attack,
         preset=preset,
+        compare=check_compare(d["compare"], methods=methods, count=samples["count"]),
+        runtime=check_runtime(d["runtime"], _OWNER, "runtime."),
     )
 
 

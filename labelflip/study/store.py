@@ -168,7 +168,7 @@ class ResultsStore:
                 "(--out)."
             )
 
-    def claim(self, config_hash: str, provenance: Mapping[str, Any] | None = None) -> None:
+    def claim(self, config_hash: str, provenance: Mapping[str, Any] | None = None, kind: str = "attack") -> None:
         """Tie the store to ``config_hash`` before any work (the runner's first step, under the study lock).
 
         * No stored results (a run that failed before its first unit: a typo'd model, a missing weights file): the
@@ -177,10 +177,14 @@ class ResultsStore:
           from the manifest's is logged and appended to its ``resumed_with``; a different **engine hash**
           (:func:`engine_hash`: the code computing the numbers) is refused: resumed rows would come from other
           code. Same engine code, other versions: only a warning (torch kernels may move a float's last bits).
-        * Stored results of a different configuration: refused (:meth:`check_config`).
+        * Stored results of a different configuration, or of another study ``kind`` (attack / robust): refused.
         """
         manifest = self.manifest()
         stored = manifest.get("config_hash")
+        there = manifest.get("kind") or ("attack" if self.count() else None)  # robust studies store artefacts only
+        if there is not None and there != kind:  # another kind's results: never discarded
+            raise LabelflipError(f"{self.path.parent} holds a {there} study, not a {kind} study: refusing to reuse "
+                                 "it. Fix: choose another output directory (--out).")  # fmt: skip
         if self.count() == 0:
             if stored == config_hash:
                 return  # nothing stored yet: no results to mix, whatever ran before

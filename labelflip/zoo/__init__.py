@@ -187,3 +187,5 @@ def _register(name: str) -> None:
 
 for _name in _REGISTRY:
     _register(_name)
+
+from labelflip.zoo import variants as _variants  # noqa: E402, F401  (registers asl-cnn-b, a differently trained model)

@@ -16,7 +16,7 @@ that share it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +48,7 @@ class BaselineComparison:
         flips: method label -> ``(N,)`` int64 flips at ``eps = norms``.
         achieved: method label -> ``(N,)`` float64 achieved norm of that method's examples (``<= norms``).
         methods: method label -> canonical method spec.
+        adv: method label -> ``(M, ...)`` adversarial examples of the first ``M = keep_adv`` samples (if asked).
     """
 
     baseline: str
@@ -57,6 +58,7 @@ class BaselineComparison:
     flips: dict[str, Tensor] = field(default_factory=dict)
     achieved: dict[str, Tensor] = field(default_factory=dict)
     methods: dict[str, str] = field(default_factory=dict)
+    adv: dict[str, Tensor] = field(default_factory=dict)
 
     def summary(self) -> list[dict[str, Any]]:
         """One row per method (the baseline first): mean and population std of flips and of the norm."""
@@ -116,11 +118,14 @@ def _per_sample_trajectory(
     weights: Tensor | None,
     eps: Tensor,
     batch_size: int,
-) -> tuple[Tensor, Tensor]:
-    """Flips ``(N,)`` and achieved norms ``(N,)`` of ``attack`` with budget ``eps[i]`` for sample ``i``."""
+    keep: int = 0,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Flips ``(N,)``, achieved norms ``(N,)`` and the first ``keep`` adversarial examples of ``attack`` with budget
+    ``eps[i]`` for sample ``i``."""
     n = x.shape[0]
     flips = torch.zeros(n, dtype=torch.int64)
     achieved = torch.zeros(n, dtype=torch.float64)
+    kept = torch.zeros((keep, *x.shape[1:]), dtype=x.dtype)
     order = torch.argsort(eps, stable=True)
     with model.eval_mode():
         for lo in range(0, n, batch_size):
@@ -145,9 +150,10 @@ def _per_sample_trajectory(
             _, clean = clean_pass(model, x0)
             _, pred = clean_pass(model, adv)
             flips[sel] = count_flips(clean, pred)[0].cpu()
+            kept[sel[sel < keep]] = adv[(sel < keep).to(adv.device)].cpu()
             delta = (adv.double() - x0.double()).flatten(1)
             achieved[sel] = (delta.abs().amax(dim=1) if attack.norm == "linf" else delta.norm(dim=1)).cpu()
-    return flips, achieved
+    return flips, achieved, kept
 
 
 def compare_at_baseline_norms(
@@ -163,6 +169,8 @@ def compare_at_baseline_norms(
     norm: str = "linf",
     batch_size: int | None = None,
     sample_ids: Tensor | Sequence[int] | None = None,
+    options: Mapping[str, Any] | None = None,
+    keep_adv: int = 0,
 ) -> BaselineComparison:
     """Run each budgeted method on ``x`` at ``eps_i`` = the norm the baseline's example ``i`` needed (Table VII).
 
@@ -178,6 +186,8 @@ def compare_at_baseline_norms(
         norm: the norm of the baseline's result and of the budgets (``"linf"``, as the paper).
         batch_size: samples per trajectory (memory); default all.
         sample_ids: ``(N,)`` dataset indices for stochastic methods (default ``0..N-1``).
+        options: extra constructor options of every method (e.g. a study's MI-FGSM engine settings).
+        keep_adv: keep the adversarial examples of the first ``keep_adv`` samples in ``adv`` (figures).
 
     Returns:
         A :class:`BaselineComparison` (per-sample flips side by side with the norms; ``summary()`` for means).
@@ -203,11 +213,14 @@ def compare_at_baseline_norms(
     weights = None if weights is None else weights.to(xx.device)
     ids = torch.arange(n) if sample_ids is None else torch.as_tensor(sample_ids).long()
     out = BaselineComparison(baseline_result.loss, norm, norms, base_flips)
+    if isinstance(keep_adv, bool) or not isinstance(keep_adv, int) or not 0 <= keep_adv <= n:
+        raise fail(_OWNER, "keep_adv", f"an int in [0, {n}] (samples whose examples are kept)", keep_adv)
+    opts = {**(options or {}), "norm": norm, "return_adv": keep_adv > 0}
     attacks = [  # built before any work, so a missing profile or correlations fails fast
         (
             spec,
             create_attack(
-                spec, wrapped, profile=profile, correlations=correlations, heldout=heldout, seed=seed, norm=norm
+                spec, wrapped, profile=profile, correlations=correlations, heldout=heldout, seed=seed, **opts
             ),
         )
         for spec in specs
@@ -216,10 +229,11 @@ def compare_at_baseline_norms(
         label = spec.label
         out.methods[label] = str(spec)
         if type(attack).run is MIFGSM.run and attack.normalize == "sample" and attack.clip == "final":
-            f, a = _per_sample_trajectory(attack, wrapped, xx, target, weights, norms, batch_size or n)
+            f, a, k = _per_sample_trajectory(attack, wrapped, xx, target, weights, norms, batch_size or n, keep_adv)
         else:
             f = torch.zeros(n, dtype=torch.int64)
             a = torch.zeros(n, dtype=torch.float64)
+            k = torch.zeros((keep_adv, *xx.shape[1:]), dtype=xx.dtype)
             for value in torch.unique(norms).tolist():
                 sel = (norms == value).nonzero().flatten()
                 res = attack(
@@ -231,5 +245,9 @@ def compare_at_baseline_norms(
                 )
                 f[sel] = res.flips[0]
                 a[sel] = res.linf[0] if norm == "linf" else res.l2[0]
+                if keep_adv:
+                    k[sel[sel < keep_adv]] = res.x_adv[0][sel < keep_adv].cpu()
         out.flips[label], out.achieved[label] = f, a
+        if keep_adv:
+            out.adv[label] = k
     return out
