@@ -3,10 +3,12 @@ lead records the numbers in docs/benchmarks.md). Target (issue 12): >= 10x on CP
 
 * **ours**: the demo study's attack calls (labelflip/study/demo.yaml): per model (asl-cnn, q2l-cnn), per method
   (BCE, Linear, SLAM, random, CLASS gamma 0 / 0.5 / 1), per chunk of ``chunk`` samples, one call at all seven
-  budgets (5-100 % of the flip profile's eps_max), as ``labelflip.study.runner`` makes them. BCE and Linear share one
-  trajectory across budgets; the subset attacks share one across the budgets whose subset is every label; with
-  ``--stack on`` SLAM's budgets and the distinct subsets run as one stacked batch (``--stack off``: one batch per
-  budget, the default engine; ``--stack both`` times both).
+  budgets (5-100 % of the flip profile's eps_max), as ``labelflip.study.execute`` makes them. BCE and Linear share one
+  trajectory across budgets; the subset attacks share one across the budgets whose subset is every label. Variants:
+  ``--stack off`` one batch per budget for the trajectories that cannot share (SLAM's budgets, the distinct
+  subsets); ``--stack on`` those stacked in one batch (the engine's default); ``--stack both`` times both; ``--reuse``
+  adds stacked with the study's sharing across methods (``reuse=True``: the k = K budgets of CLASS and random subsets
+  are taken from BCE's trajectory of the same chunk), which is what ``labelflip study run`` and ``labelflip demo`` do.
 * **authors**: the same model, samples, methods and budgets, the way the authors' code runs them: one image at a
   time (batch 1), every budget from scratch (one attack call per sample and budget: no shared trajectory, no
   stacking, its own clean pass and evaluation). Random subsets are drawn per call, so they are other subsets of the
@@ -19,8 +21,8 @@ Times are the minimum of ``--repeats`` runs (a loaded machine only ever adds tim
 printed too. Profiles and correlations (analysis, not attack work) come from a finished demo run (``--run``,
 default ``labelflip-runs/demo``) or are computed into it first.
 
-Usage: ``python benchmarks/bench_p3.py [--run DIR] [--samples 40] [--authors-samples 2] [--stack both]
-[--threads 2] [--repeats 1]``
+Usage: ``python benchmarks/bench_p3.py [--run DIR] [--samples 40] [--authors-samples 2] [--stack both] [--reuse]
+[--no-authors] [--threads 2] [--repeats 1]``
 """
 
 from __future__ import annotations
@@ -37,9 +39,12 @@ from typing import Any
 import torch
 
 from labelflip.attacks import create_attack
+from labelflip.attacks.mifgsm import CAPTURES
 from labelflip.study import DEMO_SPEC, ResultsStore, load_spec
 from labelflip.study.inputs import engine_options
 from labelflip.study.runner import _prepare_study, _samples  # the study's own preparation (private helpers)
+
+_HOW = {False: " (per-budget batches)", True: " (stacked)", "reuse": " (stacked + reuse)"}
 
 
 def _timed(fn: Callable[[], Any], repeats: int) -> tuple[float, float, Any]:
@@ -53,17 +58,17 @@ def _timed(fn: Callable[[], Any], repeats: int) -> tuple[float, float, Any]:
     return min(walls), min(cpus), out
 
 
-def _attack(spec: Any, method: str, pm: Any, stack: bool) -> Any:
-    options = engine_options(method, spec.attack)
-    if stack:
-        options.update(stack=True)
+def _attack(spec: Any, method: str, pm: Any, stack: bool, reuse: bool = False) -> Any:
+    options = {**engine_options(method, spec.attack), "stack": stack, "reuse": reuse}
     return create_attack(method, pm.model, profile=pm.profile, correlations=pm.correlations, seed=spec.seeds[0],
                          heldout=pm.heldout, norm=spec.norm, **options)  # fmt: skip
 
 
-def ours(spec: Any, method: str, pm: Any, x: torch.Tensor, idx: torch.Tensor, stack: bool) -> torch.Tensor:
+def ours(
+    spec: Any, method: str, pm: Any, x: torch.Tensor, idx: torch.Tensor, stack: bool, reuse: bool = False
+) -> torch.Tensor:
     """The study's calls for one model and method: one call per chunk at all budgets; flips ``(B, N)``."""
-    attack = _attack(spec, method, pm, stack)
+    attack = _attack(spec, method, pm, stack, reuse)
     flips = []
     for lo in range(0, x.shape[0], spec.chunk):
         hi = min(x.shape[0], lo + spec.chunk)
@@ -87,6 +92,10 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=None, help="samples per model (default: the demo's 40)")
     parser.add_argument("--authors-samples", type=int, default=2, help="samples timed the authors' way")
     parser.add_argument("--stack", choices=("on", "off", "both"), default="both")
+    parser.add_argument(
+        "--reuse", action="store_true", help="also time ours stacked with reuse of weight-free trajectories (CAPTURES)"
+    )
+    parser.add_argument("--no-authors", action="store_true", help="skip the authors' way (ours only)")
     parser.add_argument("--models", default=None, help="comma-separated (default: the demo's)")
     parser.add_argument("--methods", default=None, help="comma-separated (default: the demo's)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
@@ -108,7 +117,9 @@ def main() -> None:
     with ResultsStore(Path(args.run) / "results.sqlite") as store:
         prepared = _prepare_study(store, spec, data, idx, None, write=False)
     n, m = x.shape[0], min(args.authors_samples, x.shape[0])
-    stacks = {"on": [True], "off": [False], "both": [False, True]}[args.stack]
+    stacks: list[Any] = {"on": [True], "off": [False], "both": [False, True]}[args.stack]
+    if args.reuse:
+        stacks.append("reuse")  # stacked, and weight-free trajectories reused across the methods' calls
     load = os.getloadavg()
     print(
         f"device: cpu ({platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
@@ -121,6 +132,7 @@ def main() -> None:
     )
     total = {s: [0.0, 0.0] for s in stacks}
     total_authors = [0.0, 0.0]
+    CAPTURES.clear()
     for name, pm in prepared.items():
         steps = create_attack("bce", pm.model).steps_for(pm.budgets, x)
         print(f"\n{name}: eps_max {pm.profile.eps_max:.4f}, steps per budget {steps} (sum {sum(steps)})")
@@ -128,10 +140,15 @@ def main() -> None:
             line = f"  {method:12s}"
             flips_ours = None
             for s in stacks:
-                wall, cpu, flips_ours = _timed(partial(ours, spec, method, pm, x, idx, s), args.repeats)
+                run = partial(ours, spec, method, pm, x, idx, bool(s), s == "reuse")
+                # reuse: timed once (a repeat would find its own trajectories in the cache)
+                wall, cpu, flips_ours = _timed(run, 1 if s == "reuse" else args.repeats)
                 total[s][0] += wall
                 total[s][1] += cpu
-                line += f" ours{'+stack' if s else ''} {wall:7.1f} s (cpu {cpu:7.1f})"
+                line += f" ours{_HOW[s]} {wall:7.1f} s (cpu {cpu:7.1f})"
+            if args.no_authors:
+                print(line, flush=True)
+                continue
             wall, cpu, flips_auth = _timed(partial(authors, spec, method, pm, x[:m], idx[:m]), 1)
             total_authors[0] += wall * n / m
             total_authors[1] += cpu * n / m
@@ -144,11 +161,8 @@ def main() -> None:
     print(f"  authors' way (extrapolated from {m} of {n} samples): {wall_a:9.1f} s wall, {cpu_a:9.1f} s CPU")
     for s in stacks:
         wall, cpu = total[s]
-        how = " (stacked)" if s else " (per-budget batches)"
-        print(
-            f"  ours{how}: {wall:9.1f} s wall, {cpu:9.1f} s CPU -> P3 = {wall_a / wall:.1f}x wall, "
-            f"{cpu_a / cpu:.1f}x CPU (target >= 10x)"
-        )
+        ratio = "" if args.no_authors else f" -> P3 = {wall_a / wall:.1f}x wall, {cpu_a / cpu:.1f}x CPU (target >= 10x)"
+        print(f"  ours{_HOW[s]}: {wall:9.1f} s wall, {cpu:9.1f} s CPU{ratio}")
 
 
 if __name__ == "__main__":

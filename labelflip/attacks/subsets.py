@@ -88,7 +88,7 @@ class SubsetAttack(FixedBudgetAttack):
         return self.engine.steps_for(budgets, x)
 
     def stack_factor(self, budgets: list[float]) -> int:
-        return self.engine.stack_factor(budgets)
+        return self.engine.stack_factor(budgets, per_budget_weights=True)  # a subset (weights) per budget
 
     def describe(self) -> str:
         return repr(self.engine.loss)

@@ -170,15 +170,17 @@ def check_output_path(path: str | Path, *, owner: str, param: str, directory: bo
     return path
 
 
-def engine_options(method: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+def engine_options(method: str, settings: Mapping[str, Any], *, reuse: bool = False) -> dict[str, Any]:
     """The MI-FGSM ``settings`` (a study's ``attack`` section, a preset) that differ from :data:`ENGINE_DEFAULTS`,
     for a method built on the MI-FGSM engine (MI-FGSM, SLAM, the subset attacks); other methods (the minimum-norm
     baselines) take none. Defaults are never passed, so the default configuration builds attacks exactly as
-    before the settings existed."""
+    before the settings existed. ``reuse`` adds ``reuse=True`` (shared weight-free trajectories, bit-identical;
+    see :class:`~labelflip.attacks.MIFGSM`) for those methods."""
     cls = parse_attack(method).entry.factory
     if not (isinstance(cls, type) and issubclass(cls, (MIFGSM, SubsetAttack))):
         return {}
-    return {k: v for k, v in settings.items() if k in ENGINE_DEFAULTS and v != ENGINE_DEFAULTS[k]}
+    options = {k: v for k, v in settings.items() if k in ENGINE_DEFAULTS and v != ENGINE_DEFAULTS[k]}
+    return {**options, "reuse": True} if reuse else options
 
 
 def _phase(progress: Progress | None, label: str) -> Callable[[int, int], None] | None:

@@ -22,7 +22,6 @@ import logging
 import platform
 import subprocess
 import sys
-import time
 from collections import Counter
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -35,10 +34,12 @@ from torch import Tensor
 
 from labelflip._version import __version__
 from labelflip.analysis import Attackability, Correlations, Profile, check_profile
-from labelflip.attacks import AttackResult, attack_info, create_attack
+from labelflip.attacks import attack_info
 from labelflip.data import DatasetSplits, cooccurrence_matrix
-from labelflip.models import MultiLabelModel, Runtime, describe_runtime
+from labelflip.models import Runtime, describe_runtime
 from labelflip.study import distributed
+from labelflip.study.execute import PreparedModel, release_captures
+from labelflip.study.execute import execute_unit as _execute
 from labelflip.study.inputs import (
     Progress,
     check_output_path,
@@ -55,26 +56,12 @@ from labelflip.study.lock import study_lock
 from labelflip.study.matching import attacked_role, open_dataset
 from labelflip.study.plan import WorkUnit, plan_units, shard
 from labelflip.study.spec import StudySpec
-from labelflip.study.store import ResultRow, ResultsStore, encode_array, engine_hash
+from labelflip.study.store import ResultsStore, engine_hash
 from labelflip.study.table7 import run_table7
 
 __all__ = ["PreparedModel", "StudyContext", "run_study", "study_dataset"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class PreparedModel:
-    """A model ready to attack, with its artefacts and budgets."""
-
-    model: MultiLabelModel
-    fingerprint: str
-    metrics: dict[str, float]
-    profile: Profile
-    correlations: Correlations | None
-    attackability: Attackability | None
-    budgets: list[float]
-    heldout: Tensor | None = None
 
 
 @dataclass
@@ -254,10 +241,6 @@ def _prepare_model(
     return PreparedModel(model, fp, metrics, profile, corr, att, budgets, heldout)
 
 
-def _examples_method(spec: StudySpec) -> str:
-    return next((m for m in spec.methods if m.split(":")[0] == "slam"), spec.methods[0])
-
-
 def run_study(spec: StudySpec, *, progress: Progress | None = None, rank: int = 0, world: int = 1) -> StudyContext:
     """Run (or resume) a study, or worker ``rank``'s shard of it; results live in ``<output>/results.sqlite``.
 
@@ -314,18 +297,23 @@ def _run_units(ctx: StudyContext, store: ResultsStore, progress: Progress | None
     """Execute ``ctx.units`` not yet stored (in ``store``, or listed in ``done_units``) into ``store``."""
     spec, done = ctx.spec, Counter[tuple[str, str, int]]()
     totals = Counter((u.model, u.method, u.seed) for u in ctx.units)
-    for unit in ctx.units:
-        key = (unit.model, unit.method, unit.seed)
-        pm = ctx.models[unit.model]
-        stored = unit in done_units
-        if not stored and not store.has_unit(unit.model, unit.method, unit.seed, list(unit.samples), len(pm.budgets)):
-            _execute(store, spec, unit, pm, ctx.x, ctx.dataset_indices)
-            ctx.computed += 1
-        done[key] += 1
-        if progress is not None:
-            spec_label = next(s for s in spec.method_specs if str(s) == unit.method).label
-            seed_label = f" seed {unit.seed}" if attack_info(unit.method)["stochastic"] else ""
-            progress(f"{unit.model} {spec_label}{seed_label}", done[key], totals[key])
+    try:
+        for unit in ctx.units:
+            key = (unit.model, unit.method, unit.seed)
+            pm = ctx.models[unit.model]
+            stored = unit in done_units
+            if not stored and not store.has_unit(
+                unit.model, unit.method, unit.seed, list(unit.samples), len(pm.budgets)
+            ):
+                _execute(store, spec, unit, pm, ctx.x, ctx.dataset_indices)
+                ctx.computed += 1
+            done[key] += 1
+            if progress is not None:
+                spec_label = next(s for s in spec.method_specs if str(s) == unit.method).label
+                seed_label = f" seed {unit.seed}" if attack_info(unit.method)["stochastic"] else ""
+                progress(f"{unit.model} {spec_label}{seed_label}", done[key], totals[key])
+    finally:
+        release_captures()  # the trajectories the units shared (execute.py)
 
 
 def _run_distributed(spec: StudySpec, out: Path, group: distributed.Group, progress: Progress | None) -> StudyContext:
@@ -362,58 +350,3 @@ def _run_distributed(spec: StudySpec, out: Path, group: distributed.Group, progr
                 distributed.merge_shards(out)
                 run_table7(ctx, progress)  # rank 0 only, after the merge, under the study lock
     return ctx
-
-
-def _execute(store: ResultsStore, spec: StudySpec, unit: WorkUnit, pm: PreparedModel, x: Tensor, idx: Tensor) -> None:
-    """Attack one unit and store its rows (and, for the examples unit, the adversarial images) atomically."""
-    n_examples = min(int(spec.report.get("examples", 4)), x.shape[0])
-    keep = unit.method == _examples_method(spec) and unit.seed == spec.seeds[0] and unit.start == 0 and n_examples > 0
-    attack = create_attack(
-        unit.method,
-        pm.model,
-        profile=pm.profile,
-        correlations=pm.correlations,
-        seed=unit.seed,
-        heldout=pm.heldout,
-        norm=spec.norm,
-        return_adv=keep,
-        **engine_options(unit.method, spec.attack),
-    )
-    t0 = time.perf_counter()
-    res: AttackResult = attack(x[unit.start : unit.stop], pm.budgets, sample_ids=idx[unit.start : unit.stop])
-    share = (time.perf_counter() - t0) / len(unit.samples)
-    rows = [
-        ResultRow(
-            model=unit.model,
-            method=unit.method,
-            seed=unit.seed,
-            budget_index=b,
-            sample_index=s,
-            eps=float(pm.budgets[b]),
-            dataset_index=int(idx[s]),
-            steps=int(res.steps[b]),
-            flips=int(res.flips[b, i]),
-            flips_up=int(res.flips_up[b, i]),
-            flips_down=int(res.flips_down[b, i]),
-            linf=float(res.linf[b, i]),
-            l2=float(res.l2[b, i]),
-            clean_conf=res.clean_probs[i].numpy().astype(np.float32).tobytes(),
-            adv_conf=res.adv_probs[b, i].numpy().astype(np.float32).tobytes(),
-            elapsed_s=share,
-        )
-        for b in range(len(pm.budgets))
-        for i, s in enumerate(unit.samples)
-    ]
-    artefacts = {}
-    if "gamma" in res.extra:  # class-auto: the gamma chosen on the held-out samples, for the table caption
-        totals = {f"{g:g}": t for g, t in res.extra.get("gamma_totals", {}).items()}
-        artefacts[(unit.model, f"gamma:{unit.method}")] = {"gamma": res.extra["gamma"], "totals": totals}
-    if keep and res.x_adv is not None:
-        m = min(n_examples, unit.stop)
-        artefacts[(unit.model, "examples")] = {
-            "method": unit.method,
-            "sample_index": list(range(m)),
-            "clean": encode_array(x[:m].numpy()),
-            "adv": encode_array(res.x_adv[:, :m].numpy()),
-        }
-    store.write_unit(rows, artefacts=artefacts)

@@ -11,7 +11,7 @@ import torch
 from labelflip._validation import LabelflipError
 from labelflip.attacks import MIFGSM, create_attack
 from labelflip.attacks.base import Batch, clean_pass
-from labelflip.attacks.mifgsm import CAPTURES
+from labelflip.attacks.mifgsm import CAPTURES, CaptureCache
 from labelflip.attacks.trajectory import Lane, StepRule, Trajectory, num_steps, run_lanes
 from labelflip.estimate import PolynomialEstimate
 from labelflip.losses import create_loss
@@ -33,8 +33,8 @@ def _attack(spec: str, norm: str = "linf", **options):
 def test_stacked_equals_per_budget_runs(spec: str, norm: str, clip: str) -> None:
     """Bit-identical on the tiny model (batch sizes 8 and multiples of 8: its kernels round alike at these sizes)."""
     x = make_inputs(8)
-    ref = _attack(spec, norm, clip=clip)(x, GRID[norm])
-    got = _attack(spec, norm, clip=clip, stack=True)(x, GRID[norm])
+    ref = _attack(spec, norm, clip=clip, stack=False)(x, GRID[norm])
+    got = _attack(spec, norm, clip=clip)(x, GRID[norm])  # stacked: the default
     assert ref.flips.sum() > 0  # the comparison is not vacuous
     assert torch.equal(ref.flips, got.flips)
     assert torch.equal(ref.x_adv, got.x_adv)
@@ -116,10 +116,16 @@ def test_cap_groups_lanes_by_length() -> None:
     assert sizes == [16] * 7 + [8] * 18 + [16] * 51 + [8] * 38
 
 
-def test_stacking_refused_with_batch_norm_and_bad_options() -> None:
+def test_stacking_is_the_default_but_never_with_the_batch_global_norm() -> None:
+    model = make_model()
+    assert MIFGSM(model, "bce").stack and not MIFGSM(model, "bce", stack=False).stack
+    assert not MIFGSM(model, "bce", normalize="batch").stack  # parity mode: the batch norm would couple the lanes
+
+
+def test_bad_options_are_refused() -> None:
     model = make_model()
     with pytest.raises(LabelflipError, match="stack"):
-        MIFGSM(model, "bce", normalize="batch", stack=True)
+        MIFGSM(model, "bce", stack="yes")
     with pytest.raises(LabelflipError, match="max_rows"):
         MIFGSM(model, "bce", stack=True, max_rows=0)
     with pytest.raises(LabelflipError, match="normalize"):
@@ -132,9 +138,11 @@ def test_stacking_refused_with_batch_norm_and_bad_options() -> None:
 
 def test_stack_factor_reports_copies() -> None:
     model = make_model()
-    assert create_attack("slam", model, profile=_profile(), stack=True).stack_factor([0.1, 0.2, 0.3]) == 3
-    assert create_attack("slam", model, profile=_profile()).stack_factor([0.1, 0.2, 0.3]) == 1
-    assert create_attack("random", model, profile=_profile(), stack=True).stack_factor([0.1, 0.2]) == 2
+    assert create_attack("slam", model, profile=_profile()).stack_factor([0.1, 0.2, 0.3]) == 3
+    assert create_attack("slam", model, profile=_profile(), stack=False).stack_factor([0.1, 0.2, 0.3]) == 1
+    assert create_attack("random", model, profile=_profile()).stack_factor([0.1, 0.2]) == 2
+    assert create_attack("bce", model).stack_factor([0.1, 0.2, 0.3]) == 1  # one shared trajectory: nothing stacked
+    assert create_attack("bce", model, clip="step").stack_factor([0.1, 0.2, 0.3]) == 3
 
 
 def test_reuse_takes_weight_free_trajectories_from_an_earlier_call() -> None:
@@ -149,12 +157,12 @@ def test_reuse_takes_weight_free_trajectories_from_an_earlier_call() -> None:
             inputs, budgets
         )
 
-    ref = run("class:0.5")
+    ref = run("class:0.5", stack=False)
     assert ref.extra["k"] == [1, 6, 8, 8]
     CAPTURES.clear()
     run("bce", reuse=True)
     hits = CAPTURES.hits
-    got = run("class:0.5", reuse=True, stack=True)
+    got = run("class:0.5", reuse=True)
     assert CAPTURES.hits == hits + 1
     assert torch.equal(got.x_adv, ref.x_adv) and torch.equal(got.adv_probs, ref.adv_probs)
     run("class:0.5", make_inputs(8, seed=6), reuse=True)  # other inputs: computed, not taken
@@ -164,3 +172,31 @@ def test_reuse_takes_weight_free_trajectories_from_an_earlier_call() -> None:
     run("class:0.5", reuse=True)
     assert CAPTURES.hits == hits + 1
     CAPTURES.clear()
+
+
+def test_capture_cache_matches_only_the_model_object_that_computed_it() -> None:
+    """An entry is keyed by the model's id and storages; a weak reference makes sure a different object (a new
+    model that got a dead one's id and addresses) never takes another model's trajectories."""
+    cache, model, other = CaptureCache(), make_model(), make_model()
+    key = ("k",)  # the key's content is tested above; here only the identity check
+    x = make_inputs(4)
+    cache.put(key, {(3, 0.1): x}, model)
+    assert cache.get(key, [(3, 0.1)], other) is None  # same key, another object: a miss
+    assert cache.get(key, [(3, 0.2)], model) is None  # a capture it does not hold
+    (got,) = cache.get(key, [(3, 0.1)], model)
+    assert got is x and cache.hits == 1
+    cache.put(key, {(5, 0.1): x}, other)  # another object under the same key replaces the entry
+    assert cache.get(key, [(3, 0.1)], model) is None and cache.get(key, [(5, 0.1)], other) is not None
+
+
+def test_capture_cache_evicts_least_recently_used_within_its_limits() -> None:
+    model, x = make_model(), make_inputs(2)
+    cache = CaptureCache(max_entries=2, max_bytes=3 * x.numel() * x.element_size())
+    for k in range(3):
+        cache.put((k,), {(1, 0.1): x}, model)
+    assert cache.get((0,), [(1, 0.1)], model) is None  # evicted: more than 2 entries
+    assert cache.get((2,), [(1, 0.1)], model) is not None
+    cache.put((2,), {(2, 0.1): x, (3, 0.1): x}, model)  # 4 tensors > max_bytes: the oldest entries go first
+    assert cache.get((1,), [(1, 0.1)], model) is None
+    cache.put((9,), {(k, 0.1): x for k in range(4)}, model)  # alone over max_bytes: not kept at all
+    assert cache.get((9,), [(0, 0.1)], model) is None

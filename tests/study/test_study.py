@@ -157,7 +157,7 @@ def test_study_stores_one_row_per_sample_budget_method_seed(finished) -> None:
 
 def test_rerun_recomputes_nothing(finished, monkeypatch: pytest.MonkeyPatch) -> None:
     """A rerun of a finished study runs no attack and measures no artefact again (each would raise here)."""
-    from labelflip.study import runner
+    from labelflip.study import execute, runner
 
     tmp, ctx = finished
     before = _rows(tmp / "run")
@@ -165,12 +165,34 @@ def test_rerun_recomputes_nothing(finished, monkeypatch: pytest.MonkeyPatch) -> 
     def forbidden(*args, **kwargs):
         raise AssertionError("recomputed on resume")
 
-    for name in ("create_attack", "measure_profile", "measure_correlations_for", "measure_attackability"):
+    for name in ("measure_profile", "measure_correlations_for", "measure_attackability"):
         monkeypatch.setattr(runner, name, forbidden)
+    monkeypatch.setattr(execute, "create_attack", forbidden)
     calls = []
     run_study(ctx.spec, progress=lambda label, done, total: calls.append(label))
     assert _rows(tmp / "run") == before
     assert calls  # progress still reported for skipped units
+
+
+def test_shared_trajectories_change_no_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The runner's units share weight-free trajectories (``reuse``: the k = K budgets of CLASS and random subsets
+    are BCE's); the same study run without sharing stores the same rows, and the cache is empty once the units are
+    done."""
+    from labelflip.attacks import mifgsm
+    from labelflip.study import execute
+
+    small = {"budgets": {"absolute": [0.02, 0.1, 0.3]}, "methods": ["bce", "random", "class:0"], "seeds": [0]}
+    small |= {"samples": {"count": 8, "seed": 1}}
+    hits = mifgsm.CAPTURES.hits
+    run_study(load_spec(tiny_spec(tmp_path, out="shared", **small)))
+    assert mifgsm.CAPTURES.hits >= 2 * 2 - 1  # random's and CLASS's k = K budgets of 2 chunks (fewer if k < K)
+    assert not mifgsm.CAPTURES._entries  # released when the units are done
+    engine_options = execute.engine_options
+    monkeypatch.setattr(execute, "engine_options", lambda method, settings, reuse: engine_options(method, settings))
+    hits = mifgsm.CAPTURES.hits
+    run_study(load_spec(tiny_spec(tmp_path, out="unshared", **small)))
+    assert mifgsm.CAPTURES.hits == hits  # nothing taken from the cache this time
+    assert _rows(tmp_path / "unshared") == _rows(tmp_path / "shared")
 
 
 def test_changed_config_is_refused(finished) -> None:
