@@ -48,10 +48,11 @@ study's config hash.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -72,6 +73,7 @@ __all__ = [
     "describe_runtime",
     "resolve_device",
     "run_network",
+    "torch_threads",
 ]
 
 log = logging.getLogger(__name__)
@@ -285,3 +287,19 @@ def describe_runtime(model: Any) -> dict[str, Any]:
     net = model._runtime_net
     return {**rt.to_dict(), "device": str(model.device), "requested_device": rt.device,
             "compile": bool(net is not None and net.compiled is not None)}  # fmt: skip
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """torch's intra-op thread count set to ``n`` inside the block (``None``: unchanged), restored afterwards.
+
+    A CPU reduction is split across threads, so its float sum order (and so its last bits) depends on the thread
+    count; training compounds such differences into different weights. Fixing ``n`` makes a computation give the
+    same bits on machines with any number of cores (same CPU instruction set)."""
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

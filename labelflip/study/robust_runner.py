@@ -24,7 +24,7 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ from labelflip._version import __version__
 from labelflip.data import DatasetSplits, MultiLabelData, create_dataset, load_mulan
 from labelflip.estimators import gase, sae
 from labelflip.models.checkpoints import code_hash
+from labelflip.models.runtime import torch_threads
 from labelflip.robust import RobustTrainConfig, TrainedModel, choose_budgets, evaluate_robustness, train_robust
 from labelflip.study.inputs import check_output_path
 from labelflip.study.lock import study_lock
@@ -51,6 +52,7 @@ from labelflip.study.robust_plan import (
 )
 from labelflip.study.robust_spec import RobustSpec, load_robust_spec
 from labelflip.study.store import ResultsStore, engine_hash
+from labelflip.zoo.training import TRAIN_THREADS
 
 __all__ = ["ROBUST_ENGINE", "RobustStudyResult", "open_robust_dataset", "run_robust_study"]
 
@@ -291,17 +293,11 @@ def _evaluate(ctx: _Context, unit: RobustUnit, todo: list[str], budgets: list[fl
     return done
 
 
-@contextlib.contextmanager
-def _threads(spec: RobustSpec) -> Iterator[None]:
+def _threads(spec: RobustSpec) -> contextlib.AbstractContextManager[None]:
     """One intra-op thread for tabular models (their matrices are tiny: a second thread only adds synchronisation,
-    which costs 10-50x on a busy 2-core machine), restored afterwards; images keep torch's setting."""
-    before = torch.get_num_threads()
-    if spec.model["family"] != "cnn":
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    which costs 10-50x on a busy 2-core machine), :data:`~labelflip.zoo.training.TRAIN_THREADS` for images (the
+    weights, hence the tables, then do not depend on the machine's core count), restored afterwards."""
+    return torch_threads(1 if spec.model["family"] != "cnn" else TRAIN_THREADS)
 
 
 def run_robust_study(

@@ -24,8 +24,9 @@ from labelflip.data import DatasetSplits, MultiLabelData
 from labelflip.losses.training import asymmetric_loss
 from labelflip.metrics import classification_metrics
 from labelflip.models.architectures import ARCHITECTURES, build_architecture
+from labelflip.models.runtime import torch_threads
 
-__all__ = ["ProgressCallback", "TrainConfig", "evaluate_model", "predict_logits", "train_model"]
+__all__ = ["TRAIN_THREADS", "ProgressCallback", "TrainConfig", "evaluate_model", "predict_logits", "train_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +35,12 @@ logger = logging.getLogger(__name__)
 ProgressCallback = Callable[[dict[str, Any]], None]
 
 _OWNER = "TrainConfig"
+
+TRAIN_THREADS = 2
+"""torch threads the built-in models train on, on every machine: the weights depend on the thread count (a CPU
+reduction's float sum order does), so fixing it gives every machine the same built-in models. Measured here: asl-cnn
+trained on 1 thread and on 2 threads ends with different weights (eps_max 0.234 vs 0.223); 2 is these machines'
+core count, the speed of 2 threads on one core costs little."""
 
 
 @dataclass(frozen=True)
@@ -118,7 +125,9 @@ def train_model(
         arch_kwargs: extra constructor arguments of the architecture.
 
     Returns:
-        The trained module, in ``eval()`` mode, on the CPU. The global RNG state is unchanged.
+        The trained module, in ``eval()`` mode, on the CPU. The global RNG state and torch's thread count are
+        unchanged; training runs on :data:`TRAIN_THREADS` threads whatever the machine, so the weights are the same
+        bits on every machine (with the same CPU instruction set).
     """
     owner = "train_model"
     check_choice(owner, "arch_name", arch_name, tuple(ARCHITECTURES.list()))
@@ -135,7 +144,7 @@ def train_model(
     total = steps_per_epoch * config.epochs
     gen = torch.Generator().manual_seed(config.seed * 2 + 1)
     start = time.perf_counter()
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), torch_threads(TRAIN_THREADS):
         torch.manual_seed(config.seed)
         model = build_architecture(arch_name, train.num_labels, **kwargs)
         opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)

@@ -210,3 +210,20 @@ def test_train_config_validation() -> None:
     with pytest.raises(LabelflipError, match=r"'schedule'.*Did you mean 'cosine'"):
         TrainConfig(schedule="cosin")
     assert TrainConfig(**TINY_TRAIN.to_dict()) == TINY_TRAIN
+
+
+@pytest.mark.parametrize("arch", ["asl_convnet", "query_label_net"])
+def test_trained_weights_do_not_depend_on_the_machines_thread_count(tiny, arch: str) -> None:
+    """Training runs on TRAIN_THREADS threads whatever torch's setting (restored afterwards): a built-in model is the
+    same bits on a 1-core and a many-core machine. Without the pin, 1 and 2 threads give other weights here."""
+    before = torch.get_num_threads()
+    weights = {}
+    for n in (1, 2):
+        torch.set_num_threads(n)
+        try:
+            net = train_model(arch, tiny, TrainConfig(epochs=2, batch_size=32))
+            assert torch.get_num_threads() == n
+        finally:
+            torch.set_num_threads(before)
+        weights[n] = [p.detach().clone() for p in net.state_dict().values()]
+    assert all(torch.equal(a, b) for a, b in zip(weights[1], weights[2], strict=True))
