@@ -354,7 +354,10 @@ class MultiLabelModel(nn.Module):
 
 
 def as_model(model: nn.Module | MultiLabelModel, **kwargs: Any) -> MultiLabelModel:
-    """Return ``model`` if it is already a :class:`MultiLabelModel`, else wrap it with ``kwargs``."""
+    """Return ``model`` if it is already a :class:`MultiLabelModel`, else wrap it with ``kwargs`` (a
+    :class:`~labelflip.models.LoadedModel` from ``create_model`` is unwrapped to its network first)."""
+    if not isinstance(model, nn.Module) and isinstance(getattr(model, "module", None), nn.Module):
+        model = model.module  # a LoadedModel: the network and its provenance
     if isinstance(model, MultiLabelModel):
         if kwargs:
             raise LabelflipError(

@@ -390,6 +390,15 @@ def test_as_model_passes_a_wrapper_through(tiny_cnn: TinyCNN) -> None:
         as_model(wrapped, threshold=0.3)
 
 
+def test_a_loaded_model_from_the_registry_is_taken_as_its_network(tiny_cnn: TinyCNN) -> None:
+    """``MIFGSM(create_model("asl-cnn"), ...)`` works: the LoadedModel (network + provenance) is unwrapped."""
+    from labelflip.models.registry import LoadedModel
+
+    loaded = LoadedModel(module=tiny_cnn, name="tiny", fingerprint="f")
+    assert as_model(loaded).module is tiny_cnn
+    assert MIFGSM(loaded).model.module is tiny_cnn
+
+
 def test_device_property() -> None:
     assert MultiLabelModel(TinyCNN()).device == torch.device("cpu")
     assert MultiLabelModel(TinyCNN().to("meta")).device.type == "meta"
