@@ -510,6 +510,7 @@ CLI_CASES: list[tuple[list[str], str]] = [
     (["targets-vs-flips", "--step", "0"], "--step"),
     (["targets-vs-flips", "--samples", "99999"], "--samples"),
     (["targets-vs-flips", "--probe-samples", "1"], "--probe-samples"),
+    (["targets-vs-flips", "--probe-samples", "99999"], "--probe-samples"),  # was silently clamped to the split
     (["study", "run", "--out", "{tmp}/s", "--samples", "1"], "samples.count"),
     (["study", "run", "--out", "{tmp}/s", "--samples", "99999"], "samples.count"),
     (["study", "run", "--out", "{tmp}/s", "--models", "asl-cnn,nope"], "models"),

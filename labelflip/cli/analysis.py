@@ -253,13 +253,18 @@ def targets_vs_flips_cmd(
         fr = _fractions(fractions)
         check_int("labelflip targets-vs-flips", "--step", step, low=1)
         check_samples(samples, "test", "labelflip targets-vs-flips", "--samples")
-        check_int("labelflip targets-vs-flips", "--probe-samples", probe_samples, low=2)
+        check_samples(probe_samples, "val", "labelflip targets-vs-flips", "--probe-samples", low=2)
         check_output_path(out, owner="labelflip targets-vs-flips", param="--out")
         wrapped, fingerprint, data = load_named_model(model, "labelflip targets-vs-flips")
-        n = min(probe_samples, len(data.val))
         with use_probe_cache(probe_cache(no_cache)), LineProgress() as prog:
             prof = measure_profile(
-                wrapped, data, samples=n, seed=seed, fingerprint=fingerprint, progress=prog, label=f"{model}: profile"
+                wrapped,
+                data,
+                samples=probe_samples,
+                seed=seed,
+                fingerprint=fingerprint,
+                progress=prog,
+                label=f"{model}: profile",
             )
         check_profile(prof, owner="labelflip targets-vs-flips", name="the probed profile")
         idx = select_samples(data.test, samples, seed, owner="labelflip targets-vs-flips", param="--samples")
