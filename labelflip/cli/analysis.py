@@ -241,7 +241,10 @@ def targets_vs_flips_cmd(
     samples: Annotated[int, typer.Option(help="test samples")] = 32,
     fractions: Annotated[str, typer.Option(help="budgets as fractions of eps_max")] = "0.1,0.3,0.6",
     step: Annotated[int, typer.Option(help="step between numbers of targets")] = 2,
-    probe_samples: Annotated[int, typer.Option(help="validation images for the flip-profile probe")] = 100,
+    probe_samples: Annotated[
+        int | None,
+        typer.Option(help="validation images for the flip-profile probe (default: 100, or the split if smaller)"),
+    ] = None,
     seed: Annotated[int, typer.Option(help="sample seed")] = 0,
     out: Annotated[Path, typer.Option(help="plot PNG (a Markdown table is written beside it)")] = Path(
         "targets-vs-flips.png"
@@ -253,9 +256,15 @@ def targets_vs_flips_cmd(
         fr = _fractions(fractions)
         check_int("labelflip targets-vs-flips", "--step", step, low=1)
         check_samples(samples, "test", "labelflip targets-vs-flips", "--samples")
-        check_samples(probe_samples, "val", "labelflip targets-vs-flips", "--probe-samples", low=2)
+        if probe_samples is not None:
+            check_samples(probe_samples, "val", "labelflip targets-vs-flips", "--probe-samples", low=2)
         check_output_path(out, owner="labelflip targets-vs-flips", param="--out")
         wrapped, fingerprint, data = load_named_model(model, "labelflip targets-vs-flips")
+        if probe_samples is None:
+            probe_samples = min(100, len(data.val))
+        elif probe_samples > len(data.val):
+            raise fail("labelflip targets-vs-flips", "--probe-samples", f"at most the model's validation split size "
+                       f"{len(data.val)}", probe_samples, f"ask for {len(data.val)} or fewer.")  # fmt: skip
         with use_probe_cache(probe_cache(no_cache)), LineProgress() as prog:
             prof = measure_profile(
                 wrapped,

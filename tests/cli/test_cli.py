@@ -92,7 +92,9 @@ def test_correlations_attackability_and_targets_commands(tiny_zoo, tmp_path) -> 
     tvf = tmp_path / "t.png"
     res = runner.invoke(cli.app, ["targets-vs-flips", "--samples", "3", "--step", "4", "--out", str(tvf)])
     assert res.exit_code == 0, res.output
-    assert tvf.is_file() and "flips_opt / t_opt" in res.output
+    assert tvf.is_file() and "flips_opt / t_opt" in res.output  # default probe: the whole 12-image split
+    res = runner.invoke(cli.app, ["targets-vs-flips", "--samples", "3", "--probe-samples", "50", "--out", str(tvf)])
+    assert res.exit_code != 0 and "--probe-samples" in res.output and "12" in res.output  # refused, not clamped
 
 
 @pytest.mark.parametrize(
