@@ -17,7 +17,14 @@ from labelflip._validation import LabelflipError, check_choice, check_int, fail
 from labelflip.analysis import DEFAULT_MAX_STEPS, check_profile, targets_vs_flips
 from labelflip.analysis.cache import ProbeCache, use_probe_cache
 from labelflip.cli.common import LineProgress, app, console, err_console, fail_cleanly
-from labelflip.cli.loading import check_budget_option, check_samples, load_inputs, load_named_model
+from labelflip.cli.loading import (
+    PROBE_HELP,
+    check_budget_option,
+    check_samples,
+    load_inputs,
+    load_named_model,
+    probe_count,
+)
 from labelflip.data import cooccurrence_matrix
 from labelflip.report.figures import plot_attackability, plot_correlations, plot_profile, plot_targets_vs_flips
 from labelflip.report.tables import attackability_markdown, targets_vs_flips_markdown
@@ -243,7 +250,7 @@ def targets_vs_flips_cmd(
     step: Annotated[int, typer.Option(help="step between numbers of targets")] = 2,
     probe_samples: Annotated[
         int | None,
-        typer.Option(help="validation images for the flip-profile probe (default: 100, or the split if smaller)"),
+        typer.Option(help=PROBE_HELP),
     ] = None,
     seed: Annotated[int, typer.Option(help="sample seed")] = 0,
     out: Annotated[Path, typer.Option(help="plot PNG (a Markdown table is written beside it)")] = Path(
@@ -260,11 +267,7 @@ def targets_vs_flips_cmd(
             check_samples(probe_samples, "val", "labelflip targets-vs-flips", "--probe-samples", low=2)
         check_output_path(out, owner="labelflip targets-vs-flips", param="--out")
         wrapped, fingerprint, data = load_named_model(model, "labelflip targets-vs-flips")
-        if probe_samples is None:
-            probe_samples = min(100, len(data.val))
-        elif probe_samples > len(data.val):
-            raise fail("labelflip targets-vs-flips", "--probe-samples", f"at most the model's validation split size "
-                       f"{len(data.val)}", probe_samples, f"ask for {len(data.val)} or fewer.")  # fmt: skip
+        probe_samples = probe_count(probe_samples, data, None, "labelflip targets-vs-flips")
         with use_probe_cache(probe_cache(no_cache)), LineProgress() as prog:
             prof = measure_profile(
                 wrapped,

@@ -15,6 +15,7 @@ from labelflip.attacks import attack_info, create_attack, parse_attack, split_me
 from labelflip.cli.analysis import NO_CACHE_HELP, probe_cache
 from labelflip.cli.common import LineProgress, app, console, err_console, fail_cleanly, progress_bar
 from labelflip.cli.loading import (
+    PROBE_HELP,
     check_batch_size,
     check_budget_option,
     check_model_name,
@@ -23,6 +24,7 @@ from labelflip.cli.loading import (
     load_artefact_option,
     load_inputs,
     parse_number,
+    probe_count,
 )
 from labelflip.models import Runtime
 from labelflip.report import flip_table, to_rich
@@ -125,7 +127,7 @@ def attack(
     profile: Annotated[Path | None, typer.Option(help="flip profile JSON (default: probed on the val split)")] = None,
     correlations: Annotated[Path | None, typer.Option(help="correlations JSON (default: measured on val)")] = None,
     eps_corr: Annotated[float, typer.Option(help="budget of the correlation attacks")] = 0.005,
-    probe_samples: Annotated[int, typer.Option(help="validation images for the profile / correlation probes")] = 100,
+    probe_samples: Annotated[int | None, typer.Option(help=PROBE_HELP)] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help=NO_CACHE_HELP)] = False,
     seed: Annotated[int, typer.Option(help="sample-selection and random-subset seed")] = 0,
     batch_size: Annotated[int | None, typer.Option(help="attack batch size (default: all at once)")] = None,
@@ -153,8 +155,10 @@ def attack(
         if dspec.name == "synthetic":
             reserved = 2 if role == "val" else 0
             check_samples(samples, role, owner, "--samples", reserved=reserved, reserved_for="probes")
-            check_samples(probe_samples, "val", owner, "--probe-samples", low=2)
-        check_int(owner, "--probe-samples", probe_samples, low=2)
+            if probe_samples is not None:
+                check_samples(probe_samples, "val", owner, "--probe-samples", low=2)
+        if probe_samples is not None:
+            check_int(owner, "--probe-samples", probe_samples, low=2)
         check_int(owner, "--max-steps", max_steps, low=40)  # the probe: interval 10, order 4
         check_budget_option(eps_corr, owner, "--eps-corr")
         check_batch_size(batch_size, owner)
@@ -180,7 +184,7 @@ def attack(
         part = getattr(data, role)
         idx = select_samples(part, samples, seed, owner=owner, param="--samples")
         exclude = idx if part is data.val else None  # probes disjoint from the evaluation samples
-        n_probe = min(probe_samples, len(data.val) - (0 if exclude is None else len(exclude)))
+        n_probe = probe_count(probe_samples, data, exclude, owner)
         prof = loaded_prof
         if prof is None and ("profile" in needs or any(pct for _, pct in budget_spec)):
             with use_probe_cache(probe_cache(no_cache)), LineProgress() as probe_progress:

@@ -34,6 +34,7 @@ from labelflip.attacks import AttackResult, create_attack
 from labelflip.cli.analysis import NO_CACHE_HELP, probe_cache
 from labelflip.cli.common import LineProgress, app, console, err_console, fail_cleanly
 from labelflip.cli.loading import (
+    PROBE_HELP,
     check_batch_size,
     check_budget_option,
     check_model_name,
@@ -43,6 +44,7 @@ from labelflip.cli.loading import (
     load_artefact_option,
     load_inputs,
     parse_number,
+    probe_count,
 )
 from labelflip.data import DatasetSplits, create_dataset
 from labelflip.models import MultiLabelModel
@@ -221,7 +223,7 @@ def evaluate(
     profile: Annotated[Path | None, typer.Option(help="flip profile JSON (default: probed on the val split)")] = None,
     correlations: Annotated[Path | None, typer.Option(help="correlations JSON (default: measured on val)")] = None,
     eps_corr: Annotated[float, typer.Option(help="budget of the correlation attacks")] = 0.005,
-    probe_samples: Annotated[int, typer.Option(help="validation images for the profile / correlation probes")] = 100,
+    probe_samples: Annotated[int | None, typer.Option(help=PROBE_HELP)] = None,
     max_steps: Annotated[int, typer.Option(help="flip-profile probe cap in MI-FGSM steps")] = DEFAULT_MAX_STEPS,
     no_cache: Annotated[bool, typer.Option("--no-cache", help=NO_CACHE_HELP)] = False,
     allow_capped_profile: Annotated[
@@ -236,7 +238,8 @@ def evaluate(
         budgets = parse_eps(eps)
         check_choice(_OWNER, "--norm", norm, ("linf", "l2"))
         check_int(_OWNER, "--seed", seed, low=0)
-        check_int(_OWNER, "--probe-samples", probe_samples, low=2)
+        if probe_samples is not None:
+            check_int(_OWNER, "--probe-samples", probe_samples, low=2)
         check_int(_OWNER, "--max-steps", max_steps, low=40)
         check_budget_option(eps_corr, _OWNER, "--eps-corr")
         check_batch_size(batch_size, _OWNER)
@@ -266,7 +269,7 @@ def evaluate(
         part = getattr(data, role)
         idx = select_samples(part, samples, seed, owner=_OWNER, param="--samples")
         exclude = idx if part is data.val else None
-        n_probe = min(probe_samples, len(data.val) - (0 if exclude is None else len(exclude)))
+        n_probe = probe_count(probe_samples, data, exclude, _OWNER)
         with use_probe_cache(probe_cache(no_cache)), LineProgress() as probe_progress:  # reused across commands
             prof = loaded_prof or measure_profile(
                 wrapped,

@@ -89,6 +89,25 @@ def check_samples(
     return count
 
 
+PROBE_DEFAULT = 100
+"""Probe images when ``--probe-samples`` is left out (the paper's 100), fewer when the split has fewer."""
+PROBE_HELP = f"validation images for the profile / correlation probes (default: {PROBE_DEFAULT}, or all if fewer)"
+
+
+def probe_count(requested: int | None, data: DatasetSplits, exclude: Any, owner: str) -> int:
+    """The number of probe images: the validation images not among the evaluated samples (``exclude``, a sequence
+    of indices or None) are available; ``requested`` must fit in them (an error naming ``--probe-samples``, never a
+    silent cut), and left out it is :data:`PROBE_DEFAULT` or all the available ones when fewer."""
+    available = len(data.val) - (0 if exclude is None else len(exclude))
+    if requested is None:
+        return min(PROBE_DEFAULT, available)
+    if requested > available:
+        held = "" if exclude is None else f" minus the {len(exclude)} evaluated samples"
+        raise fail(owner, "--probe-samples", f"at most the validation split's {len(data.val)} images{held} = "
+                   f"{available}", requested, f"ask for {available} or fewer.")  # fmt: skip
+    return requested
+
+
 def check_batch_size(batch_size: int | None, owner: str, option: str = "--batch-size") -> int | None:
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise fail(owner, option, "an int >= 1 (samples per attack batch), or left out for all at once", batch_size)

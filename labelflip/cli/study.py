@@ -27,6 +27,15 @@ _SPEC = "study spec"
 __all__ = ["demo", "study_export", "study_merge", "study_report", "study_run"]
 
 
+#: ``--device`` / ``--precision`` of the study commands: spec overrides (``runtime.device`` / ``runtime.precision``).
+SpecDevice = Annotated[
+    str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps (default: the spec's runtime.device, auto)")
+]
+SpecPrecision = Annotated[
+    str | None, typer.Option(help="fp32, bf16 or fp16 autocast (default: the spec's runtime.precision, fp32)")
+]
+
+
 def _overrides(
     out: str | None, samples: int | None, models: str | None, methods: str | None, runtime: dict[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -211,12 +220,8 @@ def demo(
     robust: Annotated[
         bool, typer.Option(help="then the SAE paper's taste, study/configs/robust-demo.yaml (into <out>/robust)")
     ] = True,
-    device: Annotated[
-        str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps (default: the spec's runtime.device, auto)")
-    ] = None,
-    precision: Annotated[
-        str | None, typer.Option(help="fp32, bf16 or fp16 autocast (default: the spec's runtime.precision, fp32)")
-    ] = None,
+    device: SpecDevice = None,
+    precision: SpecPrecision = None,
     probe_samples: Annotated[
         int | None, typer.Option(help="images of the profile and correlation probes (default: demo.yaml's 40 / 32)")
     ] = None,
@@ -255,12 +260,8 @@ def study_run(
         list[str] | None, typer.Option("--set", help="override any key: --set profile.samples=50 (default: none)")
     ] = None,
     report: Annotated[bool, typer.Option(help="write statistics, tables, figures and the HTML report")] = True,
-    device: Annotated[
-        str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps (default: the spec's runtime.device, auto)")
-    ] = None,
-    precision: Annotated[
-        str | None, typer.Option(help="fp32, bf16 or fp16 autocast (default: the spec's runtime.precision, fp32)")
-    ] = None,
+    device: SpecDevice = None,
+    precision: SpecPrecision = None,
     probe_samples: Annotated[
         int | None, typer.Option(help="images of the profile and correlation probes (default: the spec's)")
     ] = None,

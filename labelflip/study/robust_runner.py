@@ -18,22 +18,16 @@ labels wrong against the ground truth (:func:`labelflip.robust.evaluate_robustne
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import logging
-import platform
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from labelflip._validation import LabelflipError
-from labelflip._version import __version__
 from labelflip.data import DatasetSplits, MultiLabelData, create_dataset, load_mulan
 from labelflip.estimators import gase, sae
 from labelflip.models.checkpoints import code_hash
@@ -41,6 +35,7 @@ from labelflip.models.runtime import torch_threads
 from labelflip.robust import RobustTrainConfig, TrainedModel, choose_budgets, evaluate_robustness, train_robust
 from labelflip.study.inputs import check_output_path
 from labelflip.study.lock import study_lock
+from labelflip.study.provenance import environment, provenance
 from labelflip.study.robust_checks import mulan_files
 from labelflip.study.robust_plan import (
     BUDGETS_KIND,
@@ -51,7 +46,7 @@ from labelflip.study.robust_plan import (
     plan_robust_units,
 )
 from labelflip.study.robust_spec import RobustSpec, load_robust_spec
-from labelflip.study.store import ResultsStore, engine_hash
+from labelflip.study.store import ResultsStore
 from labelflip.zoo.training import TRAIN_THREADS
 
 __all__ = ["ROBUST_ENGINE", "RobustStudyResult", "open_robust_dataset", "run_robust_study"]
@@ -84,32 +79,10 @@ def open_robust_dataset(spec: RobustSpec, variant: Mapping[str, Any] | None = No
     return create_dataset(ds["name"], **{**ds["config"], "seed": ds["seed"], **dict(variant or {})})
 
 
-def _git_hash() -> str | None:
-    try:
-        root = Path(__file__).resolve().parents[2]
-        res = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
-        return res.stdout.strip() or None if res.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def _manifest(spec: RobustSpec) -> dict[str, Any]:
-    return {
-        "kind": "robust",
-        "study": spec.name,
-        "spec": spec.to_dict(),
-        "labelflip_version": __version__,
-        "git_hash": _git_hash(),
-        "torch_version": torch.__version__,
-        "engine_hash": engine_hash(),
-        "robust_engine_hash": code_hash(ROBUST_ENGINE),
-        "numpy_version": np.__version__,
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "torch_threads": torch.get_num_threads(),
-        "seeds": spec.seeds,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }
+    return {"kind": "robust", "study": spec.name, "spec": spec.to_dict(), **environment(),
+            "robust_engine_hash": code_hash(ROBUST_ENGINE), "torch_threads": torch.get_num_threads(),
+            "seeds": spec.seeds}  # fmt: skip
 
 
 def _claim(store: ResultsStore, spec: RobustSpec) -> None:
@@ -131,13 +104,7 @@ def _claim(store: ResultsStore, spec: RobustSpec) -> None:
             f"{then}, now {now}): resumed units could differ. Fix: resume with the labelflip that started it, or "
             "rerun into another output directory (--out)."
         )
-    provenance = {
-        "labelflip_version": __version__,
-        "git_hash": _git_hash(),
-        "torch_version": torch.__version__,
-        "engine_hash": engine_hash(),
-    }
-    store.claim(config, provenance, kind="robust")
+    store.claim(config, provenance(), kind="robust")
     store.init_manifest(_manifest(spec), config)
 
 

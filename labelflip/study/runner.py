@@ -17,22 +17,16 @@ each sample's randomness is derived, so results do not depend on the chunk size 
 
 from __future__ import annotations
 
-import datetime as _dt
 import logging
-import platform
-import subprocess
-import sys
 from collections import Counter
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from labelflip._version import __version__
 from labelflip.analysis import Attackability, Correlations, Profile, check_profile
 from labelflip.attacks import attack_info
 from labelflip.data import DatasetSplits, cooccurrence_matrix
@@ -55,8 +49,9 @@ from labelflip.study.inputs import (
 from labelflip.study.lock import study_lock
 from labelflip.study.matching import attacked_role, open_dataset
 from labelflip.study.plan import WorkUnit, plan_units, shard
+from labelflip.study.provenance import environment, provenance
 from labelflip.study.spec import StudySpec
-from labelflip.study.store import ResultsStore, engine_hash
+from labelflip.study.store import ResultsStore
 from labelflip.study.table7 import run_table7
 
 __all__ = ["PreparedModel", "StudyContext", "run_study", "study_dataset"]
@@ -83,15 +78,6 @@ def study_dataset(spec: StudySpec) -> DatasetSplits:
     return open_dataset(spec.dataset)
 
 
-def _git_hash() -> str | None:
-    try:
-        root = Path(__file__).resolve().parent.parent.parent
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or None if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def _runtime(models: dict[str, PreparedModel]) -> dict[str, Any]:
     """What actually ran: devices and dtypes of the models, threads, torch build."""
     devices = sorted({str(p.model.device) for p in models.values()})
@@ -105,26 +91,9 @@ def _runtime(models: dict[str, PreparedModel]) -> dict[str, Any]:
     }
 
 
-def _provenance() -> dict[str, Any]:
-    return {"labelflip_version": __version__, "git_hash": _git_hash(), "torch_version": torch.__version__,
-            "engine_hash": engine_hash()}  # fmt: skip
-
-
 def _manifest(spec: StudySpec, runtime: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "study": spec.name,
-        "spec": spec.to_dict(),
-        "labelflip_version": __version__,
-        "git_hash": _git_hash(),
-        "torch_version": torch.__version__,
-        "engine_hash": engine_hash(),
-        "numpy_version": np.__version__,
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        **runtime,
-        "seeds": {"samples": spec.samples["seed"], "methods": spec.seeds},
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }
+    seeds = {"samples": spec.samples["seed"], "methods": spec.seeds}
+    return {"study": spec.name, "spec": spec.to_dict(), **environment(), **runtime, "seeds": seeds}
 
 
 def _budgets(spec: StudySpec, profile: Profile) -> list[float]:
@@ -256,7 +225,7 @@ def run_study(spec: StudySpec, *, progress: Progress | None = None, rank: int = 
     with study_lock(out):
         distributed.merge_shards(out)  # a distributed run's leftover shards (none otherwise): their units are done
         with ResultsStore(out / "results.sqlite") as store:  # before any work: refuse another study, reuse a failed
-            store.claim(spec.config_hash(), _provenance())  # run's empty directory, warn on a version change
+            store.claim(spec.config_hash(), provenance())  # run's empty directory, warn on a version change
         data, idx, x = _samples(spec)
         with ResultsStore(out / "results.sqlite") as store:
             prepared = _prepare_study(store, spec, data, idx, progress)
@@ -327,7 +296,7 @@ def _run_distributed(spec: StudySpec, out: Path, group: distributed.Group, progr
                 stack.enter_context(study_lock(out))  # the whole study, merges included
                 distributed.merge_shards(out)
                 with ResultsStore(out / "results.sqlite") as store:
-                    store.claim(spec.config_hash(), _provenance())
+                    store.claim(spec.config_hash(), provenance())
                     data, idx, x = _samples(spec)
                     prepared = _prepare_study(store, spec, data, idx, progress)
                     plan = plan_units(list(prepared), spec.methods, spec.seeds, x.shape[0], spec.chunk)

@@ -115,3 +115,18 @@ def test_bad_cli_input_is_a_clean_error(tiny_zoo, args: list[str], needle: str) 
     assert res.exit_code == 2
     assert needle in res.output
     assert "Traceback" not in res.output
+
+
+def test_probe_count_defaults_to_what_is_available_and_refuses_more() -> None:
+    """``--probe-samples``: left out, 100 or every available validation image; asked for more than there are (the
+    split minus the evaluated samples), an error naming the option and the number available, never a silent cut."""
+    from labelflip._validation import LabelflipError
+    from labelflip.cli.loading import PROBE_DEFAULT, probe_count
+    from labelflip.data import SyntheticConfig, make_synthetic
+
+    data = make_synthetic(SyntheticConfig(seed=1, n_train=8, n_val=12, n_test=4, num_labels=4))
+    assert probe_count(None, data, None, "t") == 12 and PROBE_DEFAULT == 100
+    assert probe_count(None, data, list(range(5)), "t") == 7
+    assert probe_count(7, data, list(range(5)), "t") == 7
+    with pytest.raises(LabelflipError, match=r"--probe-samples.*minus the 5 evaluated samples = 7"):
+        probe_count(8, data, list(range(5)), "t")

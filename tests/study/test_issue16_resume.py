@@ -74,9 +74,11 @@ def test_resume_under_another_version_warns_and_records_it(
 ) -> None:
     spec = _spec(tmp_path)
     run_study(spec)
-    monkeypatch.setattr(runner_mod, "__version__", "99.0")
-    monkeypatch.setattr(runner_mod, "_git_hash", lambda: "feedface")
-    monkeypatch.setattr(runner_mod.torch, "__version__", "9.9.9")
+    from labelflip.study import provenance as provenance_mod
+
+    monkeypatch.setattr(provenance_mod, "__version__", "99.0")
+    monkeypatch.setattr(provenance_mod, "git_hash", lambda: "feedface")
+    monkeypatch.setattr(provenance_mod.torch, "__version__", "9.9.9")
     with caplog.at_level(logging.WARNING, logger="labelflip.study.store"):
         ctx = run_study(spec)
     assert ctx.computed == 0
@@ -93,7 +95,9 @@ def test_resume_under_another_version_warns_and_records_it(
 def test_resume_under_different_engine_code_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     spec = _spec(tmp_path)
     run_study(spec)
-    monkeypatch.setattr(runner_mod, "engine_hash", lambda: "0123456789abcdef")
+    from labelflip.study import provenance as provenance_mod
+
+    monkeypatch.setattr(provenance_mod, "engine_hash", lambda: "0123456789abcdef")
     with pytest.raises(LabelflipError, match="different labelflip code") as info:
         run_study(spec)
     assert "--out" in str(info.value)
