@@ -140,40 +140,57 @@ def load_builtin(
     directory = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     fp = fingerprint(data.config, spec.train_config, spec.arch, spec.arch_kwargs)
     path = directory / f"{name}-{fp}.safetensors"
-    if path.is_file() and not retrain:
-        try:
-            module, meta = load_checkpoint(path, require_hash=True)  # flipped bytes: a content-hash mismatch
-            if meta.get("fingerprint") == fp:
-                logger.info("loaded %s from %s", name, path)
-                return BuiltinModel(
-                    module, name, fp, dict(meta.get("metrics", {})), data.config, list(data.label_names), path
-                )
-            logger.warning("cache entry %s has a different fingerprint; retraining", path)
-        except LabelflipError as exc:
-            logger.warning("cache entry %s is unusable (%s); retraining", path, exc)
+    cached = None if retrain else _cached(path, fp, name)
+    if cached is not None:
+        module, meta = cached
+        metrics = dict(meta.get("metrics", {}))
+        return BuiltinModel(module, name, fp, metrics, data.config, list(data.label_names), path)
     logger.info("training built-in model %s (fingerprint %s)", name, fp)
+    tests = {"test_": data.test} if len(data.test) else {}
+    module, metrics = _train_and_cache(path, name, fp, spec, data, progress, tests)
+    return BuiltinModel(module, name, fp, metrics, data.config, list(data.label_names), path)
+
+
+def _cached(path: Path, fp: str, name: str) -> tuple[Any, dict[str, Any]] | None:
+    """``(module, metadata)`` of the cache entry ``path`` when it is intact and has fingerprint ``fp``; None
+    (logged: the model is then retrained) when it is missing, damaged or another model's."""
+    if not path.is_file():
+        return None
+    try:
+        module, meta = load_checkpoint(path, require_hash=True)  # flipped bytes: a content-hash mismatch
+    except LabelflipError as exc:
+        logger.warning("cache entry %s is unusable (%s); retraining", path, exc)
+        return None
+    if meta.get("fingerprint") != fp:
+        logger.warning("cache entry %s has a different fingerprint; retraining", path)
+        return None
+    logger.info("loaded %s from %s", name, path)
+    return module, meta
+
+
+def _train_and_cache(
+    path: Path,
+    name: str,
+    fp: str,
+    spec: ModelSpec,
+    data: DatasetSplits,
+    progress: ProgressCallback | None,
+    tests: dict[str, Any],
+) -> tuple[Any, dict[str, float]]:
+    """Train ``spec`` on ``data``, score it on each ``tests`` split (metric names prefixed by its key), and save it
+    with its provenance at ``path``; ``(module, metrics)``."""
     start = time.perf_counter()
     module = train_model(spec.arch, data, spec.train_config, progress, arch_kwargs=spec.arch_kwargs)
     seconds = time.perf_counter() - start
-    scores = evaluate_model(module, data.test) if len(data.test) else {}
-    metrics = {f"test_{k}": float(v) for k, v in scores.items()}
+    metrics = {
+        f"{prefix}{k}": float(v) for prefix, split in tests.items() for k, v in evaluate_model(module, split).items()
+    }
     metrics["train_seconds"] = float(seconds)
-    save_checkpoint(
-        path,
-        module,
-        arch=spec.arch,
-        num_labels=data.train.num_labels,
-        arch_kwargs=spec.arch_kwargs,
-        metadata={
-            "fingerprint": fp,
-            "name": name,
-            "metrics": metrics,
-            "data_config": data.config,
-            "train_config": spec.train_config,
-            "label_names": list(data.label_names),
-        },
-    )
-    return BuiltinModel(module, name, fp, metrics, data.config, list(data.label_names), path)
+    metadata = {"fingerprint": fp, "name": name, "metrics": metrics, "data_config": data.config,
+                "train_config": spec.train_config, "label_names": list(data.label_names)}  # fmt: skip
+    save_checkpoint(path, module, arch=spec.arch, num_labels=data.train.num_labels, arch_kwargs=spec.arch_kwargs,
+                    metadata=metadata)  # fmt: skip
+    return module, metrics
 
 
 def _register(name: str) -> None:

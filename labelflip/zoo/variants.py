@@ -19,16 +19,15 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from pathlib import Path
 from typing import Any
 
-from labelflip._validation import LabelflipError, fail
+from labelflip._validation import fail
 from labelflip.data import DatasetSplits, SyntheticConfig, default_dataset, make_synthetic
-from labelflip.models.checkpoints import fingerprint, load_checkpoint, save_checkpoint
+from labelflip.models.checkpoints import fingerprint
 from labelflip.models.registry import MODELS, LoadedModel
-from labelflip.zoo import ModelSpec, default_cache_dir
-from labelflip.zoo.training import ProgressCallback, TrainConfig, evaluate_model, train_model
+from labelflip.zoo import ModelSpec, _cached, _train_and_cache, default_cache_dir
+from labelflip.zoo.training import ProgressCallback, TrainConfig
 
 __all__ = ["VARIANTS", "VARIANT_DATA", "load_variant"]
 
@@ -82,41 +81,16 @@ def load_variant(
     directory = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     fp = fingerprint(config, spec.train_config, spec.arch, spec.arch_kwargs)
     path = directory / f"{name}-{fp}.safetensors"
-    if path.is_file() and not retrain:
-        try:
-            module, meta = load_checkpoint(path, require_hash=True)
-            if meta.get("fingerprint") == fp:
-                logger.info("loaded %s from %s", name, path)
-                names = list(meta.get("label_names", []))
-                return LoadedModel(module, name, fp, dict(meta.get("metrics", {})), config, names, path)
-            logger.warning("cache entry %s has a different fingerprint; retraining", path)
-        except LabelflipError as exc:
-            logger.warning("cache entry %s is unusable (%s); retraining", path, exc)
+    cached = None if retrain else _cached(path, fp, name)
+    if cached is not None:
+        module, meta = cached
+        names = list(meta.get("label_names", []))
+        return LoadedModel(module, name, fp, dict(meta.get("metrics", {})), config, names, path)
     logger.info("training %s (fingerprint %s)", name, fp)
     data = make_synthetic(config)
-    start = time.perf_counter()
-    module = train_model(spec.arch, data, spec.train_config, progress, arch_kwargs=spec.arch_kwargs)
-    seconds = time.perf_counter() - start
     reference = default_dataset() if evaluation is None else evaluation
-    metrics = {f"test_{k}": float(v) for k, v in evaluate_model(module, reference.test).items()}
-    if len(data.test):
-        metrics.update({f"own_test_{k}": float(v) for k, v in evaluate_model(module, data.test).items()})
-    metrics["train_seconds"] = float(seconds)
-    save_checkpoint(
-        path,
-        module,
-        arch=spec.arch,
-        num_labels=data.train.num_labels,
-        arch_kwargs=spec.arch_kwargs,
-        metadata={
-            "fingerprint": fp,
-            "name": name,
-            "metrics": metrics,
-            "data_config": config,
-            "train_config": spec.train_config,
-            "label_names": list(data.label_names),
-        },
-    )
+    tests = {"test_": reference.test, **({"own_test_": data.test} if len(data.test) else {})}
+    module, metrics = _train_and_cache(path, name, fp, spec, data, progress, tests)
     return LoadedModel(module, name, fp, metrics, config, list(data.label_names), path)
 
 
