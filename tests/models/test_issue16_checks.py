@@ -51,8 +51,13 @@ def test_single_input_single_label_uses_enough_outputs() -> None:
 
 
 def test_probabilities_check_leaves_the_global_rng_alone() -> None:
-    model = MultiLabelModel(nn.Linear(5, 1))
-    x = torch.rand(2, 5, generator=torch.Generator().manual_seed(0))
+    net = nn.Linear(5, 1)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # fixed weights: a random init could give outputs inside [0, 1] (refused as probabilities)
+        net.weight.copy_(torch.tensor([[3.0, -2.0, 4.0, -3.0, 2.0]]))
+        net.bias.fill_(-1.0)
+    model = MultiLabelModel(net)
+    x = torch.rand(2, 5, generator=gen)
     state = torch.get_rng_state()
     check_model(model, x)
     assert torch.equal(state, torch.get_rng_state())
