@@ -26,8 +26,10 @@ $(TEST_STAMP): $(STAMP)
 	$(VPY) -m compileall -q -j 0 $(VENV)/lib > /dev/null || true
 	touch $(TEST_STAMP)
 
+# The demo runs as 2 local worker processes on a multi-core CPU (`--workers auto`); bytecode is written into .venv on
+# first import (even where PYTHONDONTWRITEBYTECODE is set) so the workers do not each compile torch's modules again.
 demo: $(STAMP)
-	$(VENV)/bin/labelflip demo
+	PYTHONDONTWRITEBYTECODE= $(VENV)/bin/labelflip demo
 
 test: $(TEST_STAMP)
 	$(VENV)/bin/ruff check labelflip tests benchmarks

@@ -36,7 +36,11 @@ import datetime as _dt
 import logging
 import os
 import re
-from collections.abc import Iterator, Mapping
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,17 +51,24 @@ import torch.distributed as dist
 
 from labelflip._validation import LabelflipError, fail
 from labelflip.study.lock import study_lock
-from labelflip.study.store import ResultsStore
+from labelflip.study.store import ResultsStore, changed_model_error
 
 __all__ = [
     "Group",
+    "RankFailedError",
     "SharedArtefacts",
     "backend_for",
+    "distributed_available",
+    "free_port",
     "launched_by_torchrun",
     "merge_shards",
+    "preparing_rank",
     "process_group",
+    "run_local_workers",
     "shard_path",
     "shard_paths",
+    "store_prepared",
+    "worker_threads",
 ]
 
 log = logging.getLogger(__name__)
@@ -66,6 +77,8 @@ MAIN_STORE = "results.sqlite"
 _SHARD = re.compile(r"results\.rank(\d+)\.sqlite")
 #: how long a rank waits for the others at a collective (rank 0 may be training models and measuring profiles)
 TIMEOUT = _dt.timedelta(hours=6)
+#: the per-model artefacts a study prepares (flip profile, correlations, attackability, the model's record)
+ARTEFACT_KINDS = ("profile", "correlations", "attackability", "model")
 
 
 def launched_by_torchrun(env: Mapping[str, str] | None = None) -> bool:
@@ -93,6 +106,15 @@ def shard_paths(out: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+class RankFailedError(LabelflipError):
+    """Raised on every other rank when one rank failed while the ranks worked together (that rank raises its own)."""
+
+
+def distributed_available() -> bool:
+    """Whether this torch build can run a CPU job (torch.distributed with the gloo backend)."""
+    return dist.is_available() and dist.is_gloo_available()
+
+
 @dataclass(frozen=True)
 class Group:
     """This process's place in the torchrun job: ``rank`` of ``world``, on ``backend``."""
@@ -105,6 +127,12 @@ class Group:
     def barrier(self) -> None:
         """Wait until every rank gets here."""
         dist.barrier()
+
+    def gather(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj`` (any picklable object), by rank, on every rank."""
+        box: list[Any] = [None] * self.world
+        dist.all_gather_object(box, obj)
+        return box
 
     def broadcast(self, obj: Any, src: int = 0) -> Any:
         """Rank ``src``'s ``obj`` (any picklable object) on every rank."""
@@ -128,7 +156,7 @@ class Group:
         failed = [(r, m) for r, m in enumerate(report) if m is not None]
         if failed:
             r, message = failed[0]
-            raise LabelflipError(f"rank {r} of {self.world} failed while the ranks {what}: {message}")
+            raise RankFailedError(f"rank {r} of {self.world} failed while the ranks {what}: {message}")
 
 
 @contextmanager
@@ -157,40 +185,154 @@ def process_group(device: str | torch.device | None = None) -> Iterator[Group]:
 
 
 class SharedArtefacts:
-    """The main store's per-model artefacts as rank 0 read them, sent to the other ranks: it stands in for the
-    store in :func:`~labelflip.study.runner._prepare_model` there, so those ranks read every artefact and never
-    compute one (a missing one is an error, not a recomputation)."""
+    """The main store's per-model artefacts as rank 0 read them, sent to every rank, standing in for the store in
+    :func:`~labelflip.study.runner._prepare_model` there (no rank but 0 ever opens the main store).
 
-    def __init__(self, artefacts: dict[tuple[str, str], dict[str, Any]], fingerprints: dict[str, Any]) -> None:
-        self.artefacts = artefacts
-        self.fingerprints = fingerprints
+    Two modes. On the rank that prepares a model (``collect=True``, :meth:`collecting`), a missing artefact is
+    computed and recorded in :attr:`new` (a fingerprint in :attr:`new_fingerprints`), which rank 0 then writes into
+    the main store; a changed model without stored results has its stale artefacts dropped and recomputed, exactly as
+    :meth:`ResultsStore.check_fingerprint` does. On a rank that only uses a model another rank prepared, every
+    artefact must be there (a missing one is an error, never a recomputation) and the fingerprints must agree.
+    """
+
+    def __init__(
+        self,
+        artefacts: Mapping[tuple[str, str], dict[str, Any]],
+        fingerprints: Mapping[str, Any],
+        with_rows: Iterable[str] = (),
+        *,
+        collect: bool = False,
+    ) -> None:
+        self.artefacts = dict(artefacts)
+        self.fingerprints = dict(fingerprints)
+        self.with_rows = frozenset(with_rows)
+        self.collect = collect
+        self.new: dict[tuple[str, str], dict[str, Any]] = {}
+        self.new_fingerprints: dict[str, Any] = {}
 
     @classmethod
     def read(cls, store: ResultsStore, models: list[str]) -> SharedArtefacts:
-        """Every artefact and fingerprint of ``models`` in ``store`` (rank 0, after preparing them)."""
+        """Every artefact and fingerprint of ``models`` in ``store``, and which models have stored results
+        (rank 0, before anything is prepared)."""
         manifest = store.manifest()
-        kinds = ("profile", "correlations", "attackability", "model")
-        artefacts = {(m, k): v for m in models for k in kinds if (v := store.get_artefact(m, k)) is not None}
-        return cls(artefacts, {m: manifest.get(f"fingerprint:{m}") for m in models})
+        artefacts = {(m, k): v for m in models for k in ARTEFACT_KINDS if (v := store.get_artefact(m, k)) is not None}
+        fingerprints = {m: manifest[f"fingerprint:{m}"] for m in models if f"fingerprint:{m}" in manifest}
+        return cls(artefacts, fingerprints, [m for m in models if store.has_rows(m)])
 
-    def get_artefact(self, model: str, kind: str) -> dict[str, Any]:
-        if (model, kind) not in self.artefacts:
-            raise LabelflipError(
-                f"rank 0 sent no {kind!r} artefact for model {model!r}; the other ranks never compute artefacts. "
-                "This is a labelflip bug; fix: run the study without torchrun, then rerun it distributed."
-            )
-        return self.artefacts[(model, kind)]
+    def collecting(self) -> SharedArtefacts:
+        """A copy in collect mode (for the rank preparing models): computes what is missing and records it."""
+        return SharedArtefacts(self.artefacts, self.fingerprints, self.with_rows, collect=True)
+
+    def updated(self, news: Iterable[tuple[Mapping[tuple[str, str], Any], Mapping[str, Any]]]) -> SharedArtefacts:
+        """A copy (not collecting) holding every rank's ``(new, new_fingerprints)`` too."""
+        out, news = SharedArtefacts(self.artefacts, self.fingerprints, self.with_rows), list(news)
+        for _, fingerprints in news:
+            for model in fingerprints:  # a changed model: its stale artefacts go (the new ones follow)
+                out.artefacts = {k: v for k, v in out.artefacts.items() if k[0] != model}
+            out.fingerprints.update(fingerprints)
+        for artefacts, _ in news:
+            out.artefacts.update(artefacts)
+        return out
+
+    def get_artefact(self, model: str, kind: str) -> dict[str, Any] | None:
+        if (model, kind) in self.artefacts:
+            return self.artefacts[(model, kind)]
+        if self.collect:
+            return None  # computed by this rank, then put_artefact
+        raise LabelflipError(
+            f"no rank prepared the {kind!r} artefact of model {model!r}; ranks compute only the models they prepare. "
+            "This is a labelflip bug; fix: run the study without torchrun, then rerun it distributed."
+        )
 
     def put_artefact(self, model: str, kind: str, value: Mapping[str, Any]) -> None:
-        """Nothing to do: rank 0 stored it in the main store."""
+        """Collect mode: record ``value`` (rank 0 stores it); otherwise nothing to do (it is stored already)."""
+        if self.collect:
+            self.artefacts[(model, kind)] = self.new[(model, kind)] = dict(value)
 
     def check_fingerprint(self, model: str, fingerprint: str | None) -> None:
-        if self.fingerprints.get(model) != fingerprint:
+        stored = self.fingerprints.get(model)
+        if self.collect:
+            if model in self.fingerprints and stored != fingerprint and model in self.with_rows:
+                raise changed_model_error(model, stored, fingerprint)  # before any work, as in one process
+            if model not in self.fingerprints or stored != fingerprint:  # new, or changed without stored results
+                self.artefacts = {k: v for k, v in self.artefacts.items() if k[0] != model}
+                self.fingerprints[model] = self.new_fingerprints[model] = fingerprint
+            return
+        if stored != fingerprint:
             raise LabelflipError(
-                f"Model {model!r} differs between rank 0 (fingerprint {self.fingerprints.get(model)}) and this rank "
+                f"Model {model!r} differs between the rank that prepared it (fingerprint {stored}) and this rank "
                 f"(fingerprint {fingerprint}). Every node must load the same model. Fix: give every node the same "
                 "weights file and code (for built-in models, the same ~/.cache/labelflip checkpoints)."
             )
+
+
+def preparing_rank(position: int, world: int) -> int:
+    """The rank that prepares (trains, probes) the study's model number ``position`` (spec order): round robin."""
+    return position % world
+
+
+def store_prepared(
+    store: ResultsStore, artefacts: Mapping[tuple[str, str], Any], fingerprints: Mapping[str, Any]
+) -> None:
+    """Store in the main store what one rank prepared (its :attr:`SharedArtefacts.new` and
+    :attr:`~SharedArtefacts.new_fingerprints`): rank 0, after the ranks prepared their models."""
+    for model, fp in fingerprints.items():
+        store.check_fingerprint(model, fp)  # drops a changed model's stale artefacts, records the new model
+    for (model, kind), value in artefacts.items():
+        store.put_artefact(model, kind, value)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nobody listens on now (for a local job's rendezvous)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def worker_threads(workers: int, cpus: int | None = None) -> int:
+    """torch threads per worker when ``workers`` processes share this machine's ``cpus`` cores (at least 1)."""
+    return max(1, (cpus or os.cpu_count() or 1) // max(1, workers))
+
+
+def run_local_workers(args: Sequence[str], workers: int, threads: int | None = None, poll_s: float = 0.1) -> int:
+    """Run ``python -m labelflip <args>`` as ``workers`` ranks of one job on this machine (gloo on CPU): what
+    ``torchrun --standalone --nproc_per_node=workers -m labelflip <args>`` does, without its agent process; returns
+    the job's exit status (0 when every rank succeeded, else the first failing rank's).
+
+    Each rank gets ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``/``MASTER_PORT`` (a free local port),
+    ``threads`` torch threads (default :func:`worker_threads`) and, unless set, ``OMP_WAIT_POLICY=PASSIVE``: OpenMP
+    threads that sleep instead of spinning while they wait, so ranks sharing the cores (and the 2-thread training of
+    the built-in models) do not steal them from each other (spinning made two concurrent trainings 1.7x slower than
+    one after the other, passive waiting 0.9x on 2 cores). Output is the ranks' own (rank 0 shows the progress). When
+    a rank fails, the others are stopped (their finished units are stored, as with torchrun); an interrupt stops every
+    rank and is raised again."""
+    threads = worker_threads(workers) if threads is None else threads
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "GROUP_RANK")}
+    env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), WORLD_SIZE=str(workers),
+               LOCAL_WORLD_SIZE=str(workers), OMP_NUM_THREADS=str(threads))  # fmt: skip
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    cmd = [sys.executable, "-m", "labelflip", *args]
+    procs = [subprocess.Popen(cmd, env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}) for r in range(workers)]
+    status = 0
+    try:
+        while any(p.poll() is None for p in procs):
+            failed = [p.returncode for p in procs if p.returncode not in (None, 0)]
+            if failed:
+                status = failed[0]
+                break
+            time.sleep(poll_s)
+        status = status or next((p.returncode for p in procs if p.returncode), 0)
+    finally:
+        for p in procs:  # a failed rank (or an interrupt): stop the others, which may wait at a collective
+            if p.poll() is None:
+                p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+    return status
 
 
 def merge_shards(out: str | Path) -> tuple[int, int]:

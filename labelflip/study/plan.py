@@ -57,11 +57,20 @@ def plan_units(
 
 
 def shard(units: Sequence[WorkUnit], rank: int, world: int) -> list[WorkUnit]:
-    """The units of worker ``rank`` out of ``world``: every ``world``-th unit from ``rank`` (round robin over the
-    plan's order, so each worker gets a share of every model and method). Deterministic; the shards of all
-    ranks partition ``units``."""
+    """The units of worker ``rank`` out of ``world``, in plan order. Deterministic; the shards of all ranks
+    partition ``units``.
+
+    A chunk's units (one model, one sample range, every method and seed) stay together, so a worker that runs a
+    chunk's BCE unit also runs the random and CLASS units that reuse its trajectories
+    (:mod:`labelflip.study.execute`): the chunks go round robin over the workers, in order of first appearance. With
+    fewer chunks than workers, the units themselves go round robin (every ``world``-th unit from ``rank``), so no
+    worker sits idle."""
     world = check_int("shard", "world", world, low=1)
     rank = check_int("shard", "rank", rank, low=0)
     if rank >= world:
         raise fail("shard", "rank", f"in [0, {world})", rank)
-    return list(units[rank::world])
+    chunks = list(dict.fromkeys((u.model, u.start, u.stop) for u in units))
+    if len(chunks) < world:
+        return list(units[rank::world])
+    mine = set(chunks[rank::world])
+    return [u for u in units if (u.model, u.start, u.stop) in mine]

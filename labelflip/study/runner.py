@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Collection, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +53,7 @@ from labelflip.study.plan import WorkUnit, plan_units, shard
 from labelflip.study.provenance import environment, provenance
 from labelflip.study.spec import StudySpec
 from labelflip.study.store import ResultsStore
-from labelflip.study.table7 import run_table7
+from labelflip.study.table7 import run_table7, table7_enabled
 
 __all__ = ["PreparedModel", "StudyContext", "run_study", "study_dataset"]
 
@@ -78,17 +79,25 @@ def study_dataset(spec: StudySpec) -> DatasetSplits:
     return open_dataset(spec.dataset)
 
 
-def _runtime(models: dict[str, PreparedModel]) -> dict[str, Any]:
-    """What actually ran: devices and dtypes of the models, threads, torch build."""
-    devices = sorted({str(p.model.device) for p in models.values()})
-    dtypes = sorted({str(p.model.dtype).replace("torch.", "") for p in models.values()})
+def _runtime(models: Mapping[str, Any]) -> dict[str, Any]:
+    """What actually ran: devices and dtypes of the models, threads, torch build. ``models``: name ->
+    :func:`_model_runtime` (or a :class:`PreparedModel`)."""
+    described = {n: _model_runtime(p) if isinstance(p, PreparedModel) else p for n, p in models.items()}
+    devices = sorted({d["device"] for d in described.values()})
+    dtypes = sorted({d["dtype"] for d in described.values()})
     return {
         "device": devices[0] if len(devices) == 1 else devices,
         "dtype": dtypes[0] if len(dtypes) == 1 else dtypes,
         "torch_threads": torch.get_num_threads(),
         "cuda_available": torch.cuda.is_available(),
-        "model_runtime": {name: describe_runtime(p.model) for name, p in models.items()},  # precision, compile, ...
+        "model_runtime": {name: d["runtime"] for name, d in described.items()},  # precision, compile, ...
     }
+
+
+def _model_runtime(pm: PreparedModel) -> dict[str, Any]:
+    """One prepared model's device, dtype and runtime settings (picklable: sent between ranks)."""
+    return {"device": str(pm.model.device), "dtype": str(pm.model.dtype).replace("torch.", ""),
+            "runtime": describe_runtime(pm.model)}  # fmt: skip
 
 
 def _manifest(spec: StudySpec, runtime: dict[str, Any]) -> dict[str, Any]:
@@ -246,20 +255,33 @@ def _samples(spec: StudySpec) -> tuple[DatasetSplits, Tensor, Tensor]:
 
 
 def _prepare_study(
-    store: Any, spec: StudySpec, data: DatasetSplits, idx: Tensor, progress: Progress | None, write: bool = True
+    store: Any,
+    spec: StudySpec,
+    data: DatasetSplits,
+    idx: Tensor,
+    progress: Progress | None,
+    write: bool = True,
+    names: Collection[str] | None = None,
 ) -> dict[str, PreparedModel]:
-    """Every model prepared from ``store`` (its artefacts computed into it if missing); with ``write``, the
-    manifest and the dataset artefact stored too."""
+    """The models named ``names`` (default: all), in spec order, prepared from ``store`` (their artefacts computed
+    into it if missing); with ``write``, the manifest and the dataset artefact stored too."""
     role = attacked_role(spec.dataset)
     exclude = idx if getattr(data, role) is data.val else None  # probes disjoint from evaluation samples
-    loaded = {e.name: load_entry(e, data, role, progress) for e in spec.models}  # all checked before any work
-    prepared = {e.name: _prepare_model(store, spec, e, data, progress, exclude, loaded[e.name]) for e in spec.models}
+    entries = [e for e in spec.models if names is None or e.name in names]
+    loaded = {e.name: load_entry(e, data, role, progress) for e in entries}  # all checked before any work
+    prepared = {e.name: _prepare_model(store, spec, e, data, progress, exclude, loaded[e.name]) for e in entries}
     if write:
-        store.init_manifest(_manifest(spec, _runtime(prepared)), spec.config_hash())
-        split, cooc = spec.dataset["split"], cooccurrence_matrix(data.train.y).double().tolist()
-        store.put_artefact("", "dataset", {"label_names": list(data.label_names), "cooccurrence": cooc, "split": split,
-                           "indices": idx.tolist(), "labels": getattr(data, role).y[idx].tolist()})  # fmt: skip
+        _write_study(store, spec, data, idx, _runtime(prepared))
     return prepared
+
+
+def _write_study(store: Any, spec: StudySpec, data: DatasetSplits, idx: Tensor, runtime: dict[str, Any]) -> None:
+    """The manifest (config, environment, ``runtime``) and the dataset artefact the report reads."""
+    role = attacked_role(spec.dataset)
+    store.init_manifest(_manifest(spec, runtime), spec.config_hash())
+    split, cooc = spec.dataset["split"], cooccurrence_matrix(data.train.y).double().tolist()
+    store.put_artefact("", "dataset", {"label_names": list(data.label_names), "cooccurrence": cooc, "split": split,
+                       "indices": idx.tolist(), "labels": getattr(data, role).y[idx].tolist()})  # fmt: skip
 
 
 def _run_units(ctx: StudyContext, store: ResultsStore, progress: Progress | None, done_units: Any = ()) -> None:
@@ -287,33 +309,52 @@ def _run_units(ctx: StudyContext, store: ResultsStore, progress: Progress | None
 
 def _run_distributed(spec: StudySpec, out: Path, group: distributed.Group, progress: Progress | None) -> StudyContext:
     """One rank's part of a torchrun study (:mod:`labelflip.study.distributed`): rank 0 merges leftover shards and
-    prepares every artefact into the main store, the others receive them; each rank runs its shard of the units not
+    sends what the main store holds; each rank prepares its share of the models (:func:`~labelflip.study.
+    distributed.preparing_rank`) and rank 0 stores every rank's artefacts; each rank runs its shard of the units not
     stored into its own store shard; rank 0 merges the shards after a barrier."""
+    names = [e.name for e in spec.models]
     with ExitStack() as stack:
-        shared: tuple[distributed.SharedArtefacts, set[WorkUnit]] | None = None
-        with group.together("prepared the study"):
+        start: distributed.SharedArtefacts | None = None
+        with group.together("read the study"):
             if group.rank == 0:
                 stack.enter_context(study_lock(out))  # the whole study, merges included
                 distributed.merge_shards(out)
                 with ResultsStore(out / "results.sqlite") as store:
                     store.claim(spec.config_hash(), provenance())
-                    data, idx, x = _samples(spec)
-                    prepared = _prepare_study(store, spec, data, idx, progress)
-                    plan = plan_units(list(prepared), spec.methods, spec.seeds, x.shape[0], spec.chunk)
+                    start = distributed.SharedArtefacts.read(store, names)
+        shared: distributed.SharedArtefacts = group.broadcast(start)
+        data, idx, x = _samples(spec)
+        collector = shared.collecting()
+        mine = [n for i, n in enumerate(names) if distributed.preparing_rank(i, group.world) == group.rank]
+        with group.together("prepared their models"):
+            prepared = _prepare_study(collector, spec, data, idx, progress, write=False, names=mine)
+        news = group.gather((collector.new, collector.new_fingerprints, {n: _model_runtime(p) for n, p in
+                             prepared.items()}))  # fmt: skip
+        shared = shared.updated([(a, f) for a, f, _ in news])
+        plan = plan_units(names, spec.methods, spec.seeds, x.shape[0], spec.chunk)
+        stored: set[WorkUnit] | None = None
+        with group.together("stored the artefacts"):
+            if group.rank == 0:
+                with ResultsStore(out / "results.sqlite") as store:
+                    for artefacts, fingerprints, _ in news:
+                        distributed.store_prepared(store, artefacts, fingerprints)
+                    described = {n: d for _, _, ds in news for n, d in ds.items()}
+                    runtime = _runtime({n: described[n] for n in names})
+                    runtime["prepared_by_rank"] = {n: r for r, (_, _, ds) in enumerate(news) for n in ds}
+                    _write_study(store, spec, data, idx, runtime)
+                    budgets = {n: len(shared.get_artefact(n, "model")["budgets"]) for n in names}
                     stored = {u for u in plan if store.has_unit(u.model, u.method, u.seed, list(u.samples),
-                                                               len(prepared[u.model].budgets))}  # fmt: skip
-                    shared = (distributed.SharedArtefacts.read(store, list(prepared)), stored)
-        artefacts, stored = group.broadcast(shared)
+                                                               budgets[u.model])}  # fmt: skip
+        stored = group.broadcast(stored)
         with group.together("ran their shards"):
-            if group.rank != 0:
-                data, idx, x = _samples(spec)
-                prepared = _prepare_study(artefacts, spec, data, idx, None, write=False)
-            plan = plan_units(list(prepared), spec.methods, spec.seeds, x.shape[0], spec.chunk)
-            ctx = StudyContext(spec, out, prepared, x, idx, shard(plan, group.rank, group.world))
-            mine = distributed.shard_path(out, group.rank)
-            with study_lock(out, name=f"rank{group.rank}"), ResultsStore(mine) as store:
-                store.claim(spec.config_hash())
-                _run_units(ctx, store, progress, stored)
+            units = shard(plan, group.rank, group.world)
+            needed = {u.model for u in units} | (set(names) if group.rank == 0 and table7_enabled(spec) else set())
+            rest = [n for n in names if n in needed and n not in prepared]  # prepared by another rank: loaded here
+            prepared.update(_prepare_study(shared, spec, data, idx, None, write=False, names=rest))
+            ctx = StudyContext(spec, out, {n: prepared[n] for n in names if n in prepared}, x, idx, units)
+            with study_lock(out, name=f"rank{group.rank}"), ResultsStore(distributed.shard_path(out, group.rank)) as s:
+                s.claim(spec.config_hash())
+                _run_units(ctx, s, progress, stored)
         with group.together("merged the shards"):
             if group.rank == 0:
                 distributed.merge_shards(out)

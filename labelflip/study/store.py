@@ -96,6 +96,14 @@ class ResultRow:
 _COLUMNS = [f.name for f in fields(ResultRow)]
 
 
+def changed_model_error(model: str, stored: Any, now: Any) -> LabelflipError:
+    """The refusal when a study with stored results of ``model`` meets another model under that name."""
+    return LabelflipError(
+        f"Model {model!r} differs from the one this study was run with (fingerprint {stored} stored, {now} now). "
+        "Fix: restore the original model/weights or use another --out."
+    )
+
+
 class ResultsStore:
     """A study's SQLite store (WAL journal; safe against interruption at any point)."""
 
@@ -263,10 +271,12 @@ class ResultsStore:
             with self._transaction():
                 self._db.execute("INSERT INTO manifest VALUES (?, ?)", (key, json.dumps(fingerprint)))
         elif json.loads(row[0]) != fingerprint:
-            raise LabelflipError(
-                f"Model {model!r} differs from the one this study was run with (fingerprint {json.loads(row[0])} "
-                f"stored, {fingerprint} now). Fix: restore the original model/weights or use another --out."
-            )
+            raise changed_model_error(model, json.loads(row[0]), fingerprint)
+
+    def has_rows(self, model: str) -> bool:
+        """Whether any result of ``model`` is stored."""
+        row = self._db.execute("SELECT 1 FROM results WHERE model = ? LIMIT 1", (model,)).fetchone()
+        return row is not None
 
     def put_artefact(self, model: str, kind: str, value: Mapping[str, Any]) -> None:
         with self._transaction():

@@ -43,7 +43,7 @@ from labelflip.models import MultiLabelModel
 from labelflip.study.inputs import engine_options
 from labelflip.study.store import ResultsStore, encode_array
 
-__all__ = ["COMPARE_DEFAULTS", "artefact_kind", "baseline_comparison", "check_compare", "run_table7"]
+__all__ = ["COMPARE_DEFAULTS", "artefact_kind", "baseline_comparison", "check_compare", "run_table7", "table7_enabled"]
 
 COMPARE_DEFAULTS: dict[str, Any] = {"baselines": [], "methods": ["bce", "slam"], "samples": None}
 """The ``compare`` section's defaults: no baseline, so no Table VII stage (and no change to the config hash)."""
@@ -265,6 +265,11 @@ def _complete(stored: Mapping[str, Any] | None, baseline: str, methods: list[str
     )
 
 
+def table7_enabled(spec: Any) -> bool:
+    """Whether the study runs the Table VII stage (``compare.baselines`` not empty)."""
+    return bool((getattr(spec, "compare", None) or COMPARE_DEFAULTS)["baselines"])
+
+
 def run_table7(
     ctx: StudyContext, progress: Progress | None = None, *, store: ResultsStore | None = None, rank: int = 0
 ) -> int:
@@ -273,7 +278,7 @@ def run_table7(
     open main store (default: ``<output>/results.sqlite``, opened here; the caller holds the study lock)."""
     spec = ctx.spec
     cfg = getattr(spec, "compare", None) or COMPARE_DEFAULTS
-    if rank != 0 or not cfg["baselines"]:
+    if rank != 0 or not table7_enabled(spec):
         return 0
     if store is None:
         with ResultsStore(ctx.out / "results.sqlite") as opened:

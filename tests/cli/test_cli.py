@@ -52,6 +52,8 @@ def test_demo_runs_the_builtin_study(tiny_zoo, tmp_path) -> None:
         "chunk=2",
         "--set",
         "report.examples=2",
+        "--workers",
+        "1",  # in this process: worker processes would not see the tiny zoo (tests/study/test_distributed.py)
     ]
     res = runner.invoke(cli.app, args)
     assert res.exit_code == 0, res.output
@@ -69,6 +71,19 @@ def test_demo_runs_the_builtin_study(tiny_zoo, tmp_path) -> None:
     again = runner.invoke(cli.app, args)  # resumes: nothing left to compute, the same table is rewritten
     assert again.exit_code == 0, again.output
     assert (tmp_path / "tables" / "asl-cnn.md").read_text() == first
+
+
+def test_demo_workers_auto_means_two_processes_on_a_multicore_cpu(monkeypatch) -> None:
+    from labelflip.cli import study as study_cli
+    from labelflip.study import load_spec
+
+    spec = load_spec()
+    monkeypatch.setattr(study_cli.os, "cpu_count", lambda: 2)
+    assert study_cli._workers("auto", spec) == 2 and study_cli._workers("3", spec) == 3
+    monkeypatch.setattr(study_cli.os, "cpu_count", lambda: 1)
+    assert study_cli._workers("auto", spec) == 1
+    monkeypatch.setattr(study_cli.os, "cpu_count", lambda: 8)
+    assert study_cli._workers("auto", load_spec(sets=["runtime.device=cpu"])) == 2
 
 
 def test_attack_with_subset_methods(tiny_zoo, tmp_path) -> None:
