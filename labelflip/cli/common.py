@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -31,9 +32,11 @@ def _main(
     """labelflip: measure and reduce multi-label flips under small input perturbations."""
 
 
-# Off a terminal (logs, CI, pipes) rich would wrap tables at 80 columns; give them room instead.
-console = Console(width=None if sys.stdout.isatty() else 200)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+# Off a terminal (logs, CI, pipes) rich would wrap tables at 80 columns; give them room instead (or COLUMNS, which a
+# parent command sets for a child whose output it shows on its terminal).
+_WIDE = None if os.environ.get("COLUMNS", "").isdigit() else 200
+console = Console(width=None if sys.stdout.isatty() else _WIDE)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else _WIDE)
 
 
 def progress_bar() -> Progress:

@@ -18,6 +18,7 @@ each sample's randomness is derived, so results do not depend on the chunk size 
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Collection, Mapping
 from contextlib import ExitStack
@@ -326,8 +327,11 @@ def _run_distributed(spec: StudySpec, out: Path, group: distributed.Group, progr
         data, idx, x = _samples(spec)
         collector = shared.collecting()
         mine = [n for i, n in enumerate(names) if distributed.preparing_rank(i, group.world) == group.rank]
+        t0 = time.perf_counter()
         with group.together("prepared their models"):
             prepared = _prepare_study(collector, spec, data, idx, progress, write=False, names=mine)
+            log.info("rank %d prepared %s in %.1f s", group.rank, mine, time.perf_counter() - t0)
+        log.info("rank %d: every rank prepared its models after %.1f s", group.rank, time.perf_counter() - t0)
         news = group.gather((collector.new, collector.new_fingerprints, {n: _model_runtime(p) for n, p in
                              prepared.items()}))  # fmt: skip
         shared = shared.updated([(a, f) for a, f, _ in news])
@@ -355,6 +359,7 @@ def _run_distributed(spec: StudySpec, out: Path, group: distributed.Group, progr
             with study_lock(out, name=f"rank{group.rank}"), ResultsStore(distributed.shard_path(out, group.rank)) as s:
                 s.claim(spec.config_hash())
                 _run_units(ctx, s, progress, stored)
+            log.info("rank %d ran its %d units after %.1f s", group.rank, len(units), time.perf_counter() - t0)
         with group.together("merged the shards"):
             if group.rank == 0:
                 distributed.merge_shards(out)
