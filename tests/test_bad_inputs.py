@@ -18,6 +18,7 @@ from labelflip.analysis import Profile, fit_profile_polynomial, probe_profile
 from labelflip.attacks.mifgsm import MIFGSM
 from labelflip.losses import SLAMLoss, create_loss
 from labelflip.models import MultiLabelModel, check_model
+from labelflip.study.robust_spec import ROBUST_DEMO_SPEC
 from tests.helpers import K, TinyCNN
 
 N = 5  # conftest's x fixture: (5, 3, 8, 8)
@@ -524,6 +525,9 @@ CLI_CASES: list[tuple[list[str], str]] = [
     (["study", "run", "{tmp}/missing.yaml"], "path"),
     (["study", "export", "{tmp}", "--format", "xls"], "--format"),
     (["demo", "--samples", "99999"], "samples.count"),
+    (["demo", "--workers", "0"], "--workers"),
+    (["study", "run", "--out", "{tmp}/s", "--workers", "many"], "--workers"),
+    (["study", "run", str(ROBUST_DEMO_SPEC), "--out", "{tmp}/r", "--workers", "2"], "--workers"),
     (["demo", "--out", "{tmp}/d", "--set", "profile.eps=1"], "correlations.eps"),
 ]
 

@@ -1,13 +1,10 @@
-"""``labelflip study run|export|report`` and ``labelflip demo`` (the packaged demo study)."""
+"""``labelflip study run|merge|export|report`` (``labelflip demo`` is :mod:`labelflip.cli.demo`)."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
 import os
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,11 +15,11 @@ import typer
 from labelflip._validation import LabelflipError, check_choice, fail
 from labelflip.analysis.cache import use_probe_cache
 from labelflip.cli.analysis import NO_CACHE_HELP, probe_cache
-from labelflip.cli.common import LineProgress, app, console, err_console, fail_cleanly, study_app
+from labelflip.cli.common import LineProgress, console, err_console, fail_cleanly, study_app
 from labelflip.models import Runtime
 from labelflip.report import to_rich
 from labelflip.report.build import build_report, open_study, study_tables
-from labelflip.study import DEMO_SPEC, ResultsStore, StudySpec, load_spec, run_study
+from labelflip.study import ResultsStore, StudySpec, load_spec, run_study
 from labelflip.study.distributed import (
     RankFailedError,
     distributed_available,
@@ -35,7 +32,7 @@ from labelflip.study.lock import study_lock
 
 _SPEC = "study spec"
 
-__all__ = ["demo", "study_export", "study_merge", "study_report", "study_run"]
+__all__ = ["study_export", "study_merge", "study_report", "study_run"]
 
 
 #: ``--device`` / ``--precision`` of the study commands: spec overrides (``runtime.device`` / ``runtime.precision``).
@@ -183,44 +180,6 @@ def _study_args(spec_path: Path | None, overrides: dict[str, Any], sets: list[st
     return args + ([] if cache else ["--no-cache"])
 
 
-class _SideRun:
-    """``python -m labelflip <args>`` in a child process beside this one, its output (stdout and stderr, formatted for
-    this terminal's width) kept in a temporary file and printed by :meth:`finish`: the demo runs its SAE-paper taste
-    this way while it draws the main report, which keeps one core busy and leaves the other free."""
-
-    def __init__(self, args: list[str]) -> None:
-        self.args = args
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log: Any = None
-
-    def start(self) -> None:
-        """Start the child (once)."""
-        if self.proc is not None:
-            return
-        self.log = tempfile.TemporaryFile()  # noqa: SIM115 (closed by stop(), after finish() read it)
-        env = {**os.environ, "COLUMNS": str(console.width), "PYTHONUNBUFFERED": "1"}
-        cmd = [sys.executable, "-m", "labelflip", *self.args]
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
-
-    def finish(self) -> int:
-        """Wait for the child, print its output, return its exit status."""
-        if self.proc is None:
-            return 0
-        status = self.proc.wait()
-        self.log.seek(0)
-        sys.stdout.write(self.log.read().decode(errors="replace"))
-        sys.stdout.flush()
-        return status
-
-    def stop(self) -> None:
-        """Stop a child still running (this command failed or was interrupted) and drop its output."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait()
-        if self.log is not None:
-            self.log.close()
-
-
 def _run(
     spec_path: Path | None,
     overrides: dict[str, Any],
@@ -236,6 +195,9 @@ def _run(
     from labelflip.study.robust_spec import is_robust_spec
 
     if spec_path is not None and is_robust_spec(spec_path):  # `kind: robust`: the SAE paper's Tables 2-4
+        if workers not in ("1", "auto"):
+            fail_cleanly(fail("labelflip study run", "--workers", "1 for a robust spec (kind: robust runs in one "
+                              "process)", workers, "leave --workers out."))  # fmt: skip
         return _run_robust(spec_path, overrides, sets, report=report, tables=tables)
     logging.basicConfig(level=logging.WARNING)
     start = time.perf_counter()
@@ -312,58 +274,6 @@ def _run_robust(spec_path: Path, overrides: dict[str, Any], sets: list[str], *, 
         err_console.print("interrupted: every finished unit is stored; run the same command again to resume.")
         raise typer.Exit(code=130) from None
     console.print(f"finished in {time.perf_counter() - start:.1f} s")
-
-
-@app.command()
-def demo(
-    samples: Annotated[
-        int | None, typer.Option(help="test samples attacked per model (default: demo.yaml's 32)")
-    ] = None,
-    models_: Annotated[
-        str | None, typer.Option("--models", help="comma-separated models (default: demo.yaml's asl-cnn, q2l-cnn)")
-    ] = None,
-    methods: Annotated[str | None, typer.Option(help="methods, see `labelflip methods` (default: demo.yaml's)")] = None,
-    out: Annotated[str | None, typer.Option(help="output directory (default: labelflip-runs/demo)")] = None,
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", help="override any spec key, e.g. profile.samples=60 (default: none)")
-    ] = None,
-    robust: Annotated[
-        bool, typer.Option(help="then the SAE paper's taste, study/configs/robust-demo.yaml (into <out>/robust)")
-    ] = True,
-    device: SpecDevice = None,
-    precision: SpecPrecision = None,
-    probe_samples: Annotated[
-        int | None, typer.Option(help="images of the profile and correlation probes (default: demo.yaml's 40 / 32)")
-    ] = None,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help=NO_CACHE_HELP)] = False,
-    workers: Annotated[str, typer.Option(help=WORKERS_HELP + " (default: auto)")] = "auto",
-) -> None:
-    """The built-in study (labelflip/study/demo.yaml): train-if-needed both built-in models, probe profiles and
-    correlations, run BCE, Linear, SLAM, random subsets and CLASS (gamma 0 / 0.5 / 1) over the paper's budget grid
-    (5-100 % of eps_max), with statistics, tables, figures and an HTML report. Resumable like any study. Then, unless
-    --no-robust, a taste of the SAE paper (robust-demo.yaml: label correlation vs SAE and GASE, ARM-SAE)."""
-    runtime = {"device": device, "precision": precision}
-    try:
-        overrides = _probe_overrides(
-            _overrides(out, samples, models_, methods, runtime), probe_samples, "labelflip demo"
-        )
-    except LabelflipError as exc:
-        fail_cleanly(exc)
-        return
-    from labelflip.study.robust_spec import ROBUST_DEMO_SPEC
-
-    robust_out = ["--out", str(Path(out) / "robust")] if out is not None else []
-    taste = _SideRun(["study", "run", str(ROBUST_DEMO_SPEC), *robust_out, "--tables"]) if robust else None
-    try:  # the taste runs beside the main report (drawing it keeps one core busy), its output printed after
-        _run(DEMO_SPEC, overrides, set_ or [], report=True, tables=True, cache=not no_cache, workers=workers,
-             before_report=taste.start if taste is not None else None)  # fmt: skip
-        if taste is not None:
-            taste.start()  # (already started unless the study's report was not written)
-            if taste.finish() != 0:
-                raise typer.Exit(code=2)
-    finally:
-        if taste is not None:
-            taste.stop()
 
 
 @study_app.command("run")

@@ -6,19 +6,29 @@
 
 The protocol, per rank ``r`` of ``W`` (:func:`~labelflip.study.runner.run_study` drives it):
 
-1. **Prepare (rank 0 only).** Rank 0 takes the directory lock (:func:`~labelflip.study.lock.study_lock`, held for
-   the whole study), merges any store shards a killed or finished earlier run left (:func:`merge_shards`), claims
-   the main store ``<out>/results.sqlite`` and prepares every model into it: training, flip profile, correlations,
-   attackability, budgets, exactly as a single-process run does. It then sends the stored artefacts
-   (:class:`SharedArtefacts`) and the indices of the work units already stored to every rank
-   (:meth:`Group.broadcast`). The other ranks wait; they never compute an artefact and never open the main store
-   (no SQLite file is read or written by two nodes).
-2. **Run (every rank).** Rank ``r`` builds the model from its own copy of the code and weights (its fingerprint must
-   match rank 0's), takes its deterministic shard of the plan (:func:`~labelflip.study.plan.shard`), and runs the
-   units not yet stored, writing each into its own shard ``<out>/results.rank{r}.sqlite`` (:func:`shard_path`) under
-   its own lock ``study_lock(out, name=f"rank{r}")``. One writer per SQLite file, always.
-3. **Merge (rank 0, after a barrier).** Rank 0 copies every shard into the main store and deletes it
+1. **Read (rank 0).** Rank 0 takes the directory lock (:func:`~labelflip.study.lock.study_lock`, held for the whole
+   study), merges any store shards a killed or finished earlier run left (:func:`merge_shards`), claims the main
+   store ``<out>/results.sqlite`` and sends what it holds (:class:`SharedArtefacts`: every model's stored
+   artefacts and fingerprint, and which models have stored results) to every rank (:meth:`Group.broadcast`).
+2. **Prepare (every rank, its share of the models).** Rank ``r`` loads or trains the models at positions
+   ``r, r + W, ...`` of the spec (:func:`preparing_rank`) and computes whatever of their artefacts is not stored
+   (flip profile, correlations, attackability, budgets), exactly as a single-process run does, recording them
+   (:meth:`SharedArtefacts.collecting`). The ranks exchange what they computed (:meth:`Group.gather`); rank 0
+   writes it into the main store (:func:`store_prepared`, with the manifest) and sends the indices of the work units
+   already stored. No artefact is computed twice and no rank but 0 opens the main store (no SQLite file is read or
+   written by two nodes).
+3. **Run (every rank).** Rank ``r`` takes its deterministic shard of the plan (:func:`~labelflip.study.plan.shard`:
+   a chunk's units on one rank), loads the models of its shard that another rank prepared (from its own copy of the
+   code and weights; its fingerprint must match), and runs the units not yet stored, writing each into its own shard
+   ``<out>/results.rank{r}.sqlite`` (:func:`shard_path`) under its own lock ``study_lock(out, name=f"rank{r}")``. One
+   writer per SQLite file, always.
+4. **Merge (rank 0, after a barrier).** Rank 0 copies every shard into the main store and deletes it
    (:func:`merge_shards`; ``labelflip study merge DIR`` does the same by hand).
+
+Built-in models a rank trains are cached (``~/.cache/labelflip``), so on one machine the other ranks load them; on
+several machines without a shared cache each machine trains the built-in models it needs once (the same weights:
+training is pinned to ``TRAIN_THREADS``). On one machine, :func:`run_local_workers` starts the ranks itself
+(``labelflip study run --workers N``, ``labelflip demo``).
 
 A killed rank or node loses only its unfinished unit: its shard holds every unit it finished, committed. torchrun
 then stops the other ranks (their finished units are in their shards too). A rerun, with any world size, or
@@ -51,7 +61,7 @@ import torch.distributed as dist
 
 from labelflip._validation import LabelflipError, fail
 from labelflip.study.lock import study_lock
-from labelflip.study.store import ResultsStore, changed_model_error
+from labelflip.study.store import ResultsStore
 
 __all__ = [
     "Group",
@@ -253,7 +263,10 @@ class SharedArtefacts:
         stored = self.fingerprints.get(model)
         if self.collect:
             if model in self.fingerprints and stored != fingerprint and model in self.with_rows:
-                raise changed_model_error(model, stored, fingerprint)  # before any work, as in one process
+                raise LabelflipError(  # before any work, as ResultsStore.check_fingerprint in one process
+                    f"Model {model!r} differs from the one this study was run with (fingerprint {stored} stored, "
+                    f"{fingerprint} now). Fix: restore the original model/weights or use another --out."
+                )
             if model not in self.fingerprints or stored != fingerprint:  # new, or changed without stored results
                 self.artefacts = {k: v for k, v in self.artefacts.items() if k[0] != model}
                 self.fingerprints[model] = self.new_fingerprints[model] = fingerprint

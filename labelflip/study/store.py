@@ -96,14 +96,6 @@ class ResultRow:
 _COLUMNS = [f.name for f in fields(ResultRow)]
 
 
-def changed_model_error(model: str, stored: Any, now: Any) -> LabelflipError:
-    """The refusal when a study with stored results of ``model`` meets another model under that name."""
-    return LabelflipError(
-        f"Model {model!r} differs from the one this study was run with (fingerprint {stored} stored, {now} now). "
-        "Fix: restore the original model/weights or use another --out."
-    )
-
-
 class ResultsStore:
     """A study's SQLite store (WAL journal; safe against interruption at any point)."""
 
@@ -259,8 +251,7 @@ class ResultsStore:
         """Record a model's fingerprint, or refuse if the stored study used a different model."""
         key = f"fingerprint:{model}"
         row = self._db.execute("SELECT value FROM manifest WHERE key = ?", (key,)).fetchone()
-        (rows,) = self._db.execute("SELECT COUNT(*) FROM results WHERE model = ?", (model,)).fetchone()
-        if row is not None and json.loads(row[0]) != fingerprint and rows == 0:
+        if row is not None and json.loads(row[0]) != fingerprint and not self.has_rows(model):
             # no stored result of this model: a changed model (fixed weights path, retrained) takes its place
             log.warning("%s: model %r changed, has no stored results; its artefacts are recomputed", self.path, model)
             with self._transaction():
@@ -271,12 +262,14 @@ class ResultsStore:
             with self._transaction():
                 self._db.execute("INSERT INTO manifest VALUES (?, ?)", (key, json.dumps(fingerprint)))
         elif json.loads(row[0]) != fingerprint:
-            raise changed_model_error(model, json.loads(row[0]), fingerprint)
+            raise LabelflipError(
+                f"Model {model!r} differs from the one this study was run with (fingerprint {json.loads(row[0])} "
+                f"stored, {fingerprint} now). Fix: restore the original model/weights or use another --out."
+            )
 
     def has_rows(self, model: str) -> bool:
         """Whether any result of ``model`` is stored."""
-        row = self._db.execute("SELECT 1 FROM results WHERE model = ? LIMIT 1", (model,)).fetchone()
-        return row is not None
+        return self._db.execute("SELECT 1 FROM results WHERE model = ? LIMIT 1", (model,)).fetchone() is not None
 
     def put_artefact(self, model: str, kind: str, value: Mapping[str, Any]) -> None:
         with self._transaction():

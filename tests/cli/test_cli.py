@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 from typer.testing import CliRunner
@@ -149,3 +150,35 @@ def test_probe_count_defaults_to_what_is_available_and_refuses_more() -> None:
     assert probe_count(7, data, list(range(5)), "t") == 7
     with pytest.raises(LabelflipError, match=r"--probe-samples.*minus the 5 evaluated samples = 7"):
         probe_count(8, data, list(range(5)), "t")
+
+
+def test_demo_sets_aside_a_default_directory_it_cannot_resume(tmp_path) -> None:
+    """`make demo` after an upgrade: the old demo's store (another config or engine) is moved aside, never deleted;
+    an empty store or a resumable one stays."""
+    from labelflip.cli.demo import set_aside_stale_demo
+    from labelflip.study import load_spec
+    from labelflip.study.store import ResultRow, ResultsStore, engine_hash
+
+    spec = load_spec()
+    out = tmp_path / "demo"
+    conf = b"\x00" * 8
+
+    def make(config: str, engine: str, rows: int) -> None:
+        shutil.rmtree(out, ignore_errors=True)
+        with ResultsStore(out / "results.sqlite") as store:
+            store.claim(config)
+            store.init_manifest({"spec": {}, "engine_hash": engine}, config)  # as the runner writes it
+            row = ResultRow("m", "bce", 0, 0, 0, 0.1, 0, 3, 1, 1, 0, 0.1, 0.2, conf, conf, 0.5)
+            if rows:
+                store.write_unit([row])
+
+    make(spec.config_hash(), engine_hash(), 1)
+    assert set_aside_stale_demo(out, spec) is None and (out / "results.sqlite").is_file()  # a resume
+    make("0ther", engine_hash(), 1)
+    assert set_aside_stale_demo(out, spec) == tmp_path / "demo.0ther" and not out.exists()
+    make(spec.config_hash(), "old-engine", 1)
+    assert set_aside_stale_demo(out, spec) == tmp_path / f"demo.{spec.config_hash()}"
+    make("0ther", engine_hash(), 1)
+    assert set_aside_stale_demo(out, spec) == tmp_path / "demo.0ther-2"  # numbered, nothing overwritten
+    make("0ther", engine_hash(), 0)
+    assert set_aside_stale_demo(out, spec) is None  # nothing stored: the run reuses the directory
