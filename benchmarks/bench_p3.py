@@ -21,7 +21,7 @@ Times are the minimum of ``--repeats`` runs (a loaded machine only ever adds tim
 printed too. Profiles and correlations (analysis, not attack work) come from a finished demo run (``--run``,
 default ``labelflip-runs/demo``) or are computed into it first.
 
-Usage: ``python benchmarks/bench_p3.py [--run DIR] [--samples 32] [--chunk 16] [--authors-samples 2] [--stack both]
+Usage: ``python benchmarks/bench_p3.py [--run DIR] [--samples 24] [--chunk 12] [--authors-samples 2] [--stack both]
 [--reuse] [--no-authors] [--threads 2] [--repeats 1]`` (the P3 in docs/benchmarks.md: ``--samples 40 --chunk 20``, the
 demo's size until 2026-11-22)
 """
@@ -90,8 +90,8 @@ def authors(spec: Any, method: str, pm: Any, x: torch.Tensor, idx: torch.Tensor)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", default="labelflip-runs/demo", help="a demo study's output (artefacts reused)")
-    parser.add_argument("--samples", type=int, default=None, help="samples per model (default: the demo's 32)")
-    parser.add_argument("--chunk", type=int, default=None, help="samples per unit (default: the demo's 16)")
+    parser.add_argument("--samples", type=int, default=None, help="samples per model (default: the demo's 24)")
+    parser.add_argument("--chunk", type=int, default=None, help="samples per unit (default: the demo's 12)")
     parser.add_argument("--authors-samples", type=int, default=2, help="samples timed the authors' way")
     parser.add_argument("--stack", choices=("on", "off", "both"), default="both")
     parser.add_argument(

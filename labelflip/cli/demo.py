@@ -85,7 +85,7 @@ def set_aside_stale_demo(out_dir: Path, spec: StudySpec) -> Path | None:
 @app.command()
 def demo(
     samples: Annotated[
-        int | None, typer.Option(help="test samples attacked per model (default: demo.yaml's 32)")
+        int | None, typer.Option(help="test samples attacked per model (default: demo.yaml's 24)")
     ] = None,
     models_: Annotated[
         str | None, typer.Option("--models", help="comma-separated models (default: demo.yaml's asl-cnn, q2l-cnn)")
