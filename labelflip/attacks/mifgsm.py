@@ -35,7 +35,7 @@ With ``clip="step"`` the per-step projection radius is eps, so each budget then 
 subsets of the subset attacks) as one stacked batch of ``budgets x samples`` rows instead of one small batch after
 another (:func:`labelflip.attacks.trajectory.run_lanes`; at most ``max_rows`` rows per batch): the same rows are
 stepped, in fewer and larger batches, with results equal to the per-budget runs up to the rounding of batched kernels
-(bit-identical on the built-in study: all 3920 stored rows of the demo).
+(bit-identical on the built-in study: all 3920 stored rows of the 40-sample demo).
 
 ``reuse=True`` keeps the captured iterates of weight-free trajectories of eps-independent losses (BCE's whole grid;
 a subset attack's budgets whose subset is every label, weight 1 being exact) in a small process-wide cache
