@@ -307,7 +307,9 @@ def worker_threads(workers: int, cpus: int | None = None) -> int:
     return max(1, (cpus or os.cpu_count() or 1) // max(1, workers))
 
 
-def run_local_workers(args: Sequence[str], workers: int, threads: int | None = None, poll_s: float = 0.1) -> int:
+def run_local_workers(
+    args: Sequence[str], workers: int, threads: int | None = None, poll_s: float = 0.1, grace_s: float = 10.0
+) -> int:
     """Run ``python -m labelflip <args>`` as ``workers`` ranks of one job on this machine (gloo on CPU): what
     ``torchrun --standalone --nproc_per_node=workers -m labelflip <args>`` does, without its agent process; returns
     the job's exit status (0 when every rank succeeded, else the first failing rank's).
@@ -317,8 +319,8 @@ def run_local_workers(args: Sequence[str], workers: int, threads: int | None = N
     threads that sleep instead of spinning while they wait, so ranks sharing the cores (and the 2-thread training of
     the built-in models) do not steal them from each other (spinning made two concurrent trainings 1.7x slower than
     one after the other, passive waiting 0.9x on 2 cores). Output is the ranks' own (rank 0 shows the progress). When
-    a rank fails, the others are stopped (their finished units are stored, as with torchrun); an interrupt stops every
-    rank and is raised again."""
+    a rank fails, the others get ``grace_s`` seconds to stop on their own, then are stopped (their finished units are
+    stored, as with torchrun); an interrupt does the same and is raised again."""
     threads = worker_threads(workers) if threads is None else threads
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "GROUP_RANK")}
     env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), WORLD_SIZE=str(workers),
@@ -335,9 +337,13 @@ def run_local_workers(args: Sequence[str], workers: int, threads: int | None = N
                 break
             time.sleep(poll_s)
         status = status or next((p.returncode for p in procs if p.returncode), 0)
-    finally:
-        for p in procs:  # a failed rank (or an interrupt): stop the others, which may wait at a collective
-            if p.poll() is None:
+    finally:  # a failed rank (or an interrupt): the others usually stop on their own, each saying why (the failing
+        # rank's error); give them that time, then stop those still waiting (e.g. at a collective a killed rank left)
+        deadline = time.monotonic() + grace_s
+        for p in procs:
+            try:
+                p.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
                 p.terminate()
         for p in procs:
             try:
