@@ -209,7 +209,8 @@ def _run(
         precheck(spec)
         n = 1 if launched_by_torchrun() else _workers(workers, spec)
         if rank == 0 and not worker:
-            on = f" on {n} worker processes, {worker_threads(n)} torch thread(s) each" if n > 1 else ""
+            threads = worker_threads(n)
+            on = f" on {n} worker processes, {threads} torch thread(s) each; rank 0's progress shown" if n > 1 else ""
             console.print(f"study [bold]{spec.name}[/] -> {spec.output} (config hash {spec.config_hash()}){on}")
         if n > 1:
             status = run_local_workers(_study_args(spec_path, overrides, sets, cache), n)
