@@ -317,8 +317,8 @@ def run_local_workers(
     Each rank gets ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``/``MASTER_PORT`` (a free local port),
     ``threads`` torch threads (default :func:`worker_threads`) and, unless set, ``OMP_WAIT_POLICY=PASSIVE``: OpenMP
     threads that sleep instead of spinning while they wait, so ranks sharing the cores (and the 2-thread training of
-    the built-in models) do not steal them from each other (spinning made two concurrent trainings 1.7x slower than
-    one after the other, passive waiting 0.9x on 2 cores). Output is the ranks' own (rank 0 shows the progress). When
+    the built-in models) do not steal them from each other (spinning made two concurrent trainings 1.6x slower than
+    one after the other, passive waiting 0.88x on 2 cores). Output is the ranks' own (rank 0 shows the progress). When
     a rank fails, the others get ``grace_s`` seconds to stop on their own, then are stopped (their finished units are
     stored, as with torchrun); an interrupt does the same and is raised again."""
     threads = worker_threads(workers) if threads is None else threads
